@@ -1,0 +1,9 @@
+// Umbrella header of the nsa library.
+#pragma once
+
+#include "nsa/attention.h"
+#include "nsa/config.h"
+#include "nsa/error.h"
+#include "nsa/tensor.h"
+#include "nsa/thread_pool.h"
+#include "nsa/version.h"
