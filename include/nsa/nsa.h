@@ -2,6 +2,7 @@
 #pragma once
 
 #include "nsa/attention.h"
+#include "nsa/backward.h"
 #include "nsa/config.h"
 #include "nsa/error.h"
 #include "nsa/tensor.h"

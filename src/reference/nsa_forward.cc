@@ -10,34 +10,6 @@
 namespace nsa::reference {
 namespace {
 
-// Raw keys/values of kv head h at the given token positions (relative to the sequence).
-std::vector<double> rows_at(const TensorView<const double>& x, const SeqSpan& seq, index_t h,
-                            const std::vector<index_t>& positions) {
-  const index_t dim = x.dim();
-  std::vector<double> rows;
-  rows.reserve(positions.size() * dim);
-  for (index_t s : positions)
-    for (index_t c = 0; c < dim; ++c) rows.push_back(x.at(seq.batch, seq.start + s, h, c));
-  return rows;
-}
-
-// Tokens s <= t inside the chosen selection blocks, ascending.
-std::vector<index_t> selected_positions(const Config& config, const std::vector<index_t>& blocks,
-                                        index_t t) {
-  std::vector<index_t> positions;
-  for (index_t j : blocks)
-    for (index_t s = j * config.sel_block(); s < (j + 1) * config.sel_block() && s <= t; ++s)
-      positions.push_back(s);
-  return positions;
-}
-
-// Tokens max(0, t - w + 1) .. t: exactly w tokens once t >= w - 1.
-std::vector<index_t> window_positions(const Config& config, index_t t) {
-  std::vector<index_t> positions;
-  for (index_t s = std::max<index_t>(0, t - config.window() + 1); s <= t; ++s) positions.push_back(s);
-  return positions;
-}
-
 template <class T>
 void allocate_saved(NsaSaved<T>& saved, const Problem& p, const Config& config) {
   saved.rows = p.rows;
@@ -58,6 +30,12 @@ void allocate_saved(NsaSaved<T>& saved, const Problem& p, const Config& config) 
 
 void nsa_forward(const Config& config, const NsaInputs<double>& in, TensorView<double> out,
                  NsaSaved<double>* saved) {
+  nsa_forward_with_selection(config, in, out, saved, nullptr);
+}
+
+void nsa_forward_with_selection(const Config& config, const NsaInputs<double>& in,
+                                TensorView<double> out, NsaSaved<double>* saved,
+                                const std::int32_t* fixed_selection) {
   const Problem p = validate_nsa(config, in, out);
   if (saved) allocate_saved(*saved, p, config);
   const index_t G = p.group, d_k = p.d_k, d_v = p.d_v;
@@ -95,7 +73,9 @@ void nsa_forward(const Config& config, const NsaInputs<double>& in, TensorView<d
         }
 
         // Branch 2: blocks chosen once for the whole group.
-        const auto blocks = select_blocks(config, selection_scores(config, group_p, t), t);
+        const auto blocks = fixed_selection
+                                ? saved_selection(fixed_selection, config, row, p.kv_heads, kvh)
+                                : select_blocks(config, selection_scores(config, group_p, t), t);
         const auto slc_pos = selected_positions(config, blocks, t);
         const auto k_slc = rows_at(in.k_slc, seq, kvh, slc_pos);
         const auto v_slc = rows_at(in.v_slc, seq, kvh, slc_pos);

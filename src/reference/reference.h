@@ -9,6 +9,7 @@
 
 #include "common/problem.h"
 #include "nsa/attention.h"
+#include "nsa/backward.h"
 
 namespace nsa::reference {
 
@@ -55,5 +56,36 @@ struct AttentionRow {
 };
 AttentionRow softmax_attention(const double* q, index_t d_k, const std::vector<double>& keys,
                                const std::vector<double>& values, index_t d_v, double scale);
+
+// Token positions (relative to the sequence) that each branch of query t reads.
+std::vector<index_t> selected_positions(const Config& config, const std::vector<index_t>& blocks,
+                                        index_t t);  // s <= t inside the chosen blocks
+std::vector<index_t> window_positions(const Config& config, index_t t);  // max(0,t-w+1)..t
+// Rows of kv head h at those positions: [positions, dim].
+std::vector<double> rows_at(const TensorView<const double>& x, const SeqSpan& seq, index_t h,
+                            const std::vector<index_t>& positions);
+// The saved selection of (row, kv head) as a list of block indices.
+std::vector<index_t> saved_selection(const std::int32_t* sel_blocks, const Config& config,
+                                     index_t row, index_t kv_heads, index_t kvh);
+
+// Backward of softmax_attention for one row, given its forward result and d_out [d_v].
+// Adds to dq [d_k], dkeys [n, d_k], dvalues [n, d_v].
+void softmax_attention_backward(const double* q, index_t d_k, const std::vector<double>& keys,
+                                const std::vector<double>& values, index_t d_v, double scale,
+                                const AttentionRow& row, const double* d_out, double* dq,
+                                std::vector<double>& dkeys, std::vector<double>& dvalues);
+
+// Backward of phi_apply for one block: adds d(block) to d_block [l*dim] and the parameter
+// gradients to grads (whose used pointers must be valid accumulators).
+void phi_backward(const Config& config, const PhiWeights<double>& w, index_t dim,
+                  const std::vector<double>& block, const double* d_out,
+                  std::vector<double>& d_block, const PhiGradients<double>& grads);
+
+// The forward pass with the selection given instead of computed: sel_blocks is
+// [rows, H_kv, top_n] as in NsaSaved. Used to hold the selection fixed for finite
+// differences. nsa_forward is this with the spec's selection.
+void nsa_forward_with_selection(const Config& config, const NsaInputs<double>& in,
+                                TensorView<double> out, NsaSaved<double>* saved,
+                                const std::int32_t* sel_blocks);
 
 }  // namespace nsa::reference

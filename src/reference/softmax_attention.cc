@@ -36,3 +36,31 @@ AttentionRow softmax_attention(const double* q, index_t d_k, const std::vector<d
 }
 
 }  // namespace nsa::reference
+
+namespace nsa::reference {
+
+// With p = probs, o = out and D = d_out . o:
+//   dv_j += p_j d_out;  ds_j = p_j (d_out . v_j - D);  dq += scale sum_j ds_j k_j;
+//   dk_j += scale ds_j q.
+void softmax_attention_backward(const double* q, index_t d_k, const std::vector<double>& keys,
+                                const std::vector<double>& values, index_t d_v, double scale,
+                                const AttentionRow& row, const double* d_out, double* dq,
+                                std::vector<double>& dkeys, std::vector<double>& dvalues) {
+  const index_t n = static_cast<index_t>(row.probs.size());
+  double D = 0.0;
+  for (index_t c = 0; c < d_v; ++c) D += d_out[c] * row.out[c];
+  for (index_t j = 0; j < n; ++j) {
+    double dp = 0.0;
+    for (index_t c = 0; c < d_v; ++c) {
+      dp += d_out[c] * values[j * d_v + c];
+      dvalues[j * d_v + c] += row.probs[j] * d_out[c];
+    }
+    const double ds = row.probs[j] * (dp - D);
+    for (index_t c = 0; c < d_k; ++c) {
+      dq[c] += scale * ds * keys[j * d_k + c];
+      dkeys[j * d_k + c] += scale * ds * q[c];
+    }
+  }
+}
+
+}  // namespace nsa::reference
