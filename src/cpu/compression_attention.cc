@@ -1,0 +1,90 @@
+// Compression branch and importance scores, one query tile at a time.
+//   keys: the sequence's compressed blocks Kc/Vc [num_cmp, dim] (strided by H_kv * dim)
+//   row r of token t sees blocks i < visible(t) = N_cmp(t + 1)
+// Pass 1 is flash attention over the compressed keys (o_cmp, lse). Pass 2 recomputes the
+// scores of the same small key set to get the probabilities p = exp(s - lse), sums them
+// over the G heads of the group and spreads each compressed block's sum over the selection
+// blocks it overlaps (weight overlap / d). Only a [rows, kKeyTile] tile of scores is ever
+// held, never a [T, N_cmp] matrix.
+#include <algorithm>
+#include <cmath>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "cpu/compression_attention.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "cpu/attention_tile-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace nsa::cpu::HWY_NAMESPACE {
+
+void CompressionAttention(const Config& config, const QueryTile& tile, const KeyValues& cmp,
+                          index_t num_cmp, Scratch& s) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t G = tile.group, rows = tile.rows;
+  SoftmaxState& st = s.state[kCmp];
+  st.reset(rows, tile.d_v);
+  s.lo.assign(static_cast<size_t>(rows), 0);
+  s.hi.resize(static_cast<size_t>(rows));
+  for (index_t tok = 0; tok < tile.tokens; ++tok)
+    for (index_t g = 0; g < G; ++g)
+      s.hi[tok * G + g] = std::min(num_cmp, config.visible_cmp_blocks(tile.t0 + tok));
+  const index_t key1 = s.hi[rows - 1];  // visibility grows with t
+  AttendRange(tile.q, rows, tile.d_k, cmp, 0, key1, s.lo.data(), s.hi.data(), st, 0, s.scores);
+
+  // Pass 2: importance of each selection block, [tokens, num_sel].
+  const index_t sel_len = config.sel_block(), l = config.block_len(), stride = config.stride();
+  const index_t num_sel = (tile.t0 + tile.tokens - 1) / sel_len + 1;
+  s.sel_scores.assign(static_cast<size_t>(tile.tokens * num_sel), 0.0f);
+  if (key1 == 0) return;
+  s.lse.resize(static_cast<size_t>(rows));
+  for (index_t r = 0; r < rows; ++r)
+    s.lse[r] = st.l[r] > 0.0f ? st.m[r] + std::log(st.l[r]) : kNegInf;
+  const auto neg_inf = hn::Set(d, kNegInf);
+  float* S = s.scores.data();
+  for (index_t s0 = 0; s0 < key1; s0 += kKeyTile) {
+    const index_t n = std::min(kKeyTile, key1 - s0);
+    const index_t n_pad = (n + NL - 1) / NL * NL;
+    ScoreTile(tile.q, rows, tile.d_k, cmp, s0, n, s.lo.data(), s.hi.data(), S);
+    // p = exp(s - lse) (0 where masked), summed over the group into row tok * G.
+    for (index_t tok = 0; tok < tile.tokens; ++tok) {
+      float* sum_row = S + tok * G * kKeyTile;
+      for (index_t j = 0; j < n_pad; j += NL) {
+        auto sum = hn::Zero(d);
+        for (index_t g = 0; g < G; ++g) {
+          const index_t r = tok * G + g;
+          const auto sv = hn::LoadU(d, S + r * kKeyTile + j);
+          const auto p = hn::Exp(d, hn::Sub(sv, hn::Set(d, s.lse[r])));
+          sum = hn::Add(sum, hn::IfThenElseZero(hn::Ne(sv, neg_inf), p));
+        }
+        hn::StoreU(sum, d, sum_row + j);
+      }
+      // Spread P[i] over the selection blocks j that compressed block i overlaps.
+      float* score = s.sel_scores.data() + tok * num_sel;
+      for (index_t x = 0; x < n; ++x) {
+        const float P = sum_row[x];
+        if (P == 0.0f) continue;
+        const index_t begin = (s0 + x) * stride, end = begin + l;
+        for (index_t j = begin / sel_len; j <= (end - 1) / sel_len; ++j) {
+          const index_t overlap = std::min(end, (j + 1) * sel_len) - std::max(begin, j * sel_len);
+          score[j] += P * (static_cast<float>(overlap) / static_cast<float>(stride));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace nsa::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace nsa::cpu {
+HWY_EXPORT(CompressionAttention);
+
+void compression_attention(const Config& config, const QueryTile& tile, const KeyValues& cmp,
+                           index_t num_cmp, Scratch& s) {
+  HWY_DYNAMIC_DISPATCH(CompressionAttention)(config, tile, cmp, num_cmp, s);
+}
+}  // namespace nsa::cpu
+#endif

@@ -1,0 +1,88 @@
+// Internal interface of the fp32 CPU kernels: the work units the entry points
+// (nsa_forward.cc, dense_attention.cc) hand to the thread pool, and the per-branch
+// kernels they call. Each kernel here is compiled for every SIMD target Highway knows
+// and picked at run time (HWY_DYNAMIC_DISPATCH) once per call, not per dot product.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "common/problem.h"
+#include "cpu/softmax_state.h"
+#include "nsa/attention.h"
+
+namespace nsa::cpu {
+
+// Keys and values of one kv head of one sequence: key s (0-based position inside the
+// sequence) at k + s * k_stride, its value at v + s * v_stride; dim contiguous.
+struct KeyValues {
+  const float* k = nullptr;
+  index_t k_stride = 0;
+  const float* v = nullptr;
+  index_t v_stride = 0;
+};
+
+// Keys per score tile: a [rows, kKeyTile] block of scores is the largest thing any
+// kernel materialises (besides the compressed keys themselves).
+inline constexpr index_t kKeyTile = 64;
+// Query rows per tile (tokens * G): tokens per tile = max(1, kRowsPerTile / G).
+inline constexpr index_t kRowsPerTile = 64;
+
+inline index_t tile_tokens(index_t group) { return group >= kRowsPerTile ? 1 : kRowsPerTile / group; }
+
+// A query tile: tokens t0 .. t0 + tokens - 1 of one sequence (positions relative to the
+// sequence start) times the G query heads of one kv group. Row r = tok * G + g.
+// q is packed [rows, d_k] and already multiplied by the softmax scale.
+struct QueryTile {
+  index_t t0 = 0, tokens = 0, group = 0, rows = 0, d_k = 0, d_v = 0;
+  const float* q = nullptr;
+};
+
+// Per-worker scratch, reused across tasks (resized on demand, never shrunk).
+struct Scratch {
+  std::vector<float> q;            // packed queries [rows, d_k]
+  std::vector<float> scores;       // score tile [round_up(rows, 4), kKeyTile]
+  std::vector<index_t> lo, hi;     // per-row visible key interval [lo, hi)
+  std::vector<float> sel_scores;   // [tokens, num_sel] importance of selection blocks
+  std::vector<float> lse;          // [rows] log-sum-exp of the compression branch
+  std::vector<std::int32_t> sel;   // [tokens, top_n] chosen blocks
+  std::vector<index_t> order;      // select_blocks candidates
+  std::vector<float> out;          // [rows, d_v] one branch's normalised output
+  SoftmaxState state[kNumBranches];
+};
+
+// Gathers the tile's query rows from q (sequence at batch b, token offset start) into
+// s.q, multiplied by scale, and returns the tile.
+QueryTile pack_queries(const TensorView<const float>& q, const SeqSpan& seq, index_t kv_head,
+                       index_t group, index_t t0, index_t tokens, index_t d_v, float scale,
+                       Scratch& s);
+
+// ---- phi: compression of raw key/value blocks (phi.cc) ---------------------------------
+// raw [B,T,H_kv,dim] -> out [total_cmp, H_kv, dim]; compressed block i of sequence s is
+// row p.cmp_offsets[s] + i. phi is applied once per (block, kv head).
+void compress_blocks(const Config& config, const Problem& p, const TensorView<const float>& raw,
+                     const PhiWeights<float>& phi, float* out, ThreadPool& pool);
+
+// ---- the three branches, one query tile at a time ---------------------------------------
+// Compression branch (compression_attention.cc): attends the tile to the compressed keys
+// of its sequence (cmp: keys kc/vc, num_cmp of them) into s.state[kCmp], then writes the
+// group importance of every selection block into s.sel_scores [tokens, num_sel] with
+// num_sel = t_last / l' + 1 (needs the final lse, hence a second pass over the keys).
+void compression_attention(const Config& config, const QueryTile& tile, const KeyValues& cmp,
+                           index_t num_cmp, Scratch& s);
+
+// Top-n selection for each token of the tile from s.sel_scores into s.sel [tokens, top_n]
+// (select_blocks.cc). Scalar: a few hundred candidates per token.
+void select_blocks(const Config& config, const QueryTile& tile, Scratch& s);
+
+// Selection branch (selection_attention.cc): each token's G rows attend to the tokens
+// s <= t of its chosen blocks s.sel, into s.state[kSlc].
+void selection_attention(const Config& config, const QueryTile& tile, const KeyValues& slc,
+                         Scratch& s);
+
+// Sliding window / causal attention (window_attention.cc): row r of token t attends keys
+// max(0, t - window + 1) .. t, into `state`. window <= 0 means unbounded (dense causal).
+void window_attention(const QueryTile& tile, const KeyValues& kv, index_t window,
+                      SoftmaxState& state, Scratch& s);
+
+}  // namespace nsa::cpu
