@@ -2,6 +2,7 @@
 // per target by each including .cc through foreach_target.h):
 //   MatMulABt      C = A B^T, register-blocked 4 rows x 2 columns (dot products along dim)
 //   ScoreTile      scores of query rows against one tile of <= kKeyTile keys, masked
+//                  (vectorised along keys over a transposed key tile)
 //   SoftmaxUpdate  folds one score tile into a SoftmaxState (online softmax + P V)
 //   AttendRange    the flash-attention loop: rows against keys [key0, key1), tile by tile
 // Reductions stay in a fixed order, so results are bitwise reproducible for a given target.
@@ -86,12 +87,63 @@ inline void MatMulABt(const float* a, index_t lda, index_t M, const float* b, in
 // (n <= kKeyTile) into S [rows, kKeyTile]. Key s is masked (-inf) for row r unless
 // lo[r] <= s < hi[r] (lo/hi null: no mask). Columns n .. round_up(n, lanes) are set to
 // -inf so later passes run on whole vectors.
+// The key tile is first transposed into kt [d_k, kKeyTile] (zero-padded columns), so the
+// scores are vectorised along keys: S[r][j..j+lanes) += q[r][c] * kt[c][j..j+lanes), a
+// 4 rows x 2 vectors block of accumulators, no horizontal reductions and no dim tails.
 inline void ScoreTile(const float* q, index_t rows, index_t d_k, const KeyValues& kv,
-                      index_t s0, index_t n, const index_t* lo, const index_t* hi, float* S) {
+                      index_t s0, index_t n, const index_t* lo, const index_t* hi, float* S,
+                      float* kt) {
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t n_pad = (n + NL - 1) / NL * NL;
-  MatMulABt(q, d_k, rows, kv.k + s0 * kv.k_stride, kv.k_stride, n, d_k, S, kKeyTile);
+  for (index_t j = 0; j < n; ++j) {
+    const float* key = kv.k + (s0 + j) * kv.k_stride;
+    for (index_t c = 0; c < d_k; ++c) kt[c * kKeyTile + j] = key[c];
+  }
+  for (index_t c = 0; c < d_k; ++c)
+    for (index_t j = n; j < n_pad; ++j) kt[c * kKeyTile + j] = 0.0f;
+  for (index_t r0 = 0; r0 < rows; r0 += 4) {
+    const float* q0 = q + std::min(r0 + 0, rows - 1) * d_k;
+    const float* q1 = q + std::min(r0 + 1, rows - 1) * d_k;
+    const float* q2 = q + std::min(r0 + 2, rows - 1) * d_k;
+    const float* q3 = q + std::min(r0 + 3, rows - 1) * d_k;
+    for (index_t j = 0; j < n_pad; j += 2 * NL) {
+      const bool two = j + NL < n_pad;
+      const index_t j1 = two ? j + NL : j;  // a lone last vector is computed twice
+      auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
+      auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
+      const float* kc = kt;
+      for (index_t c = 0; c < d_k; ++c, kc += kKeyTile) {
+        const auto k0 = hn::LoadU(d, kc + j), k1 = hn::LoadU(d, kc + j1);
+        const auto a0 = hn::Set(d, q0[c]);
+        c00 = hn::MulAdd(a0, k0, c00);
+        c01 = hn::MulAdd(a0, k1, c01);
+        const auto a1 = hn::Set(d, q1[c]);
+        c10 = hn::MulAdd(a1, k0, c10);
+        c11 = hn::MulAdd(a1, k1, c11);
+        const auto a2 = hn::Set(d, q2[c]);
+        c20 = hn::MulAdd(a2, k0, c20);
+        c21 = hn::MulAdd(a2, k1, c21);
+        const auto a3 = hn::Set(d, q3[c]);
+        c30 = hn::MulAdd(a3, k0, c30);
+        c31 = hn::MulAdd(a3, k1, c31);
+      }
+      // Stores in reverse row order: clamped duplicate rows hold identical values.
+      float* out[4] = {S + (r0 + 0) * kKeyTile, S + std::min(r0 + 1, rows - 1) * kKeyTile,
+                       S + std::min(r0 + 2, rows - 1) * kKeyTile,
+                       S + std::min(r0 + 3, rows - 1) * kKeyTile};
+      hn::StoreU(c30, d, out[3] + j);
+      hn::StoreU(c20, d, out[2] + j);
+      hn::StoreU(c10, d, out[1] + j);
+      hn::StoreU(c00, d, out[0] + j);
+      if (two) {
+        hn::StoreU(c31, d, out[3] + j1);
+        hn::StoreU(c21, d, out[2] + j1);
+        hn::StoreU(c11, d, out[1] + j1);
+        hn::StoreU(c01, d, out[0] + j1);
+      }
+    }
+  }
   for (index_t r = 0; r < rows; ++r) {
     float* srow = S + r * kKeyTile;
     if (lo != nullptr) {
@@ -183,18 +235,25 @@ inline void SoftmaxUpdate(float* S, index_t rows, index_t n, const KeyValues& kv
   }
 }
 
+// Sizes the score tile [rows, kKeyTile] and the transposed key tile [d_k, kKeyTile].
+inline void ReserveTileScratch(index_t rows, index_t d_k, Scratch& s) {
+  if (s.scores.size() < static_cast<size_t>(rows * kKeyTile))
+    s.scores.resize(static_cast<size_t>(rows * kKeyTile));
+  if (s.kt.size() < static_cast<size_t>(d_k * kKeyTile))
+    s.kt.resize(static_cast<size_t>(d_k * kKeyTile));
+}
+
 // The flash-attention loop: `rows` packed query rows (q [rows, d_k], pre-scaled), rows
 // row0.. of `st`, against keys key0 .. key1-1 in tiles of kKeyTile; row r sees keys
-// lo[r] <= s < hi[r] (null: all of them). `scores` is scratch, grown as needed.
+// lo[r] <= s < hi[r] (null: all of them). Uses s.scores and s.kt, grown as needed.
 inline void AttendRange(const float* q, index_t rows, index_t d_k, const KeyValues& kv,
                         index_t key0, index_t key1, const index_t* lo, const index_t* hi,
-                        SoftmaxState& st, index_t row0, std::vector<float>& scores) {
-  const size_t need = static_cast<size_t>((rows + 3) / 4 * 4 * kKeyTile);
-  if (scores.size() < need) scores.resize(need);
+                        SoftmaxState& st, index_t row0, Scratch& s) {
+  ReserveTileScratch(rows, d_k, s);
   for (index_t s0 = key0; s0 < key1; s0 += kKeyTile) {
     const index_t n = std::min(kKeyTile, key1 - s0);
-    ScoreTile(q, rows, d_k, kv, s0, n, lo, hi, scores.data());
-    SoftmaxUpdate(scores.data(), rows, n, kv, s0, st, row0);
+    ScoreTile(q, rows, d_k, kv, s0, n, lo, hi, s.scores.data(), s.kt.data());
+    SoftmaxUpdate(s.scores.data(), rows, n, kv, s0, st, row0);
   }
 }
 

@@ -41,7 +41,8 @@ struct QueryTile {
 // Per-worker scratch, reused across tasks (resized on demand, never shrunk).
 struct Scratch {
   std::vector<float> q;            // packed queries [rows, d_k]
-  std::vector<float> scores;       // score tile [round_up(rows, 4), kKeyTile]
+  std::vector<float> scores;       // score tile [rows, kKeyTile]
+  std::vector<float> kt;           // transposed key tile [d_k, kKeyTile]
   std::vector<index_t> lo, hi;     // per-row visible key interval [lo, hi)
   std::vector<float> sel_scores;   // [tokens, num_sel] importance of selection blocks
   std::vector<float> lse;          // [rows] log-sum-exp of the compression branch

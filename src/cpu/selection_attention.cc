@@ -26,7 +26,7 @@ void SelectionAttention(const Config& config, const QueryTile& tile, const KeyVa
       index_t end = begin;
       for (; k < top_n && blocks[k] >= 0 && blocks[k] * sel_len == end; ++k) end += sel_len;
       end = std::min(end, t + 1);
-      AttendRange(q, G, tile.d_k, slc, begin, end, nullptr, nullptr, st, row0, s.scores);
+      AttendRange(q, G, tile.d_k, slc, begin, end, nullptr, nullptr, st, row0, s);
     }
   }
 }

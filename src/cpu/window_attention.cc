@@ -28,7 +28,7 @@ void WindowAttention(const QueryTile& tile, const KeyValues& kv, index_t window,
     }
   }
   AttendRange(tile.q, rows, tile.d_k, kv, s.lo[0], s.hi[rows - 1], s.lo.data(), s.hi.data(), st,
-              0, s.scores);
+              0, s);
 }
 
 }  // namespace nsa::cpu::HWY_NAMESPACE
