@@ -115,6 +115,8 @@ inline std::vector<TileA> tiled_plan(const Problem& p, int tokens_per_tile) {
   for (std::size_t s = 0; s < p.seqs.size(); ++s)
     for (index_t t0 = 0; t0 < p.seqs[s].len; t0 += tokens_per_tile)
       tiles.push_back({static_cast<std::int64_t>(s), t0});
+  // Longest tiles (latest tokens: most keys) first, so the tail of the grid is short.
+  std::reverse(tiles.begin(), tiles.end());
   return tiles;
 }
 

@@ -52,7 +52,7 @@ static __global__ void select_blocks_kernel(const SelectParams p) {
   __syncwarp();
   const int want = min(p.top_n, nsel);
   for (; count < want; ++count) {
-    float best = -2.f;
+    float best = -0.5f;  // chosen blocks hold -1, candidates >= 0
     int bi = INT_MAX;
     for (int j = lane; j < nsel; j += 32) {
       const float s = sc[j];

@@ -13,6 +13,7 @@
 // "SKIPPED: no CUDA device"), 1 otherwise.
 // Options: --no-bench, --no-check, --quick (fewer cases, T up to 16k), --max-t N.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -39,6 +40,7 @@ using nsa::testing::RandomNsaProblem;
 namespace ncu = nsa::cuda;
 
 int g_checks = 0, g_failures = 0;
+bool g_reference_only = false;  // --reference-only: time the float64 reference runs (no GPU needed)
 
 void report(bool ok, const std::string& name, const std::string& detail) {
   ++g_checks;
@@ -171,7 +173,13 @@ void check_nsa(const NsaCase& c) {
   const std::string name = fmt("nsa/%-4s %-28s %s", tag_name<Tag>(), c.name.c_str(), prob.shape().describe().c_str());
   std::vector<double> ref;
   nsa::NsaSaved<double> saved;
+  const auto t0 = std::chrono::steady_clock::now();
   nsa::reference::nsa_forward(config, prob.inputs64(), prob.out_view(ref), &saved);
+  if (g_reference_only) {
+    std::printf("reference %s: %.2f s\n", name.c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return;
+  }
 
   const auto in32 = prob.inputs32();
   Uploader<Tag> up;
@@ -293,7 +301,13 @@ void check_dense(const std::string& cname, const ProblemShape& shape) {
   const auto in32 = prob.inputs32();
   std::vector<double> ref;
   std::vector<double> ref_lse(static_cast<std::size_t>(in32.q.shape[0] * in32.q.shape[1] * in32.q.shape[2]));
+  const auto t0 = std::chrono::steady_clock::now();
   nsa::reference::dense_forward(prob.inputs64(), prob.out_view(ref), ref_lse.data());
+  if (g_reference_only) {
+    std::printf("reference dense %s: %.2f s\n", cname.c_str(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return;
+  }
   Uploader<Tag> up;
   nsa::DenseInputs<Tag> in;
   in.q = up.view(in32.q);
@@ -325,6 +339,7 @@ void check_dense(const std::string& cname, const ProblemShape& shape) {
 
 void check_errors() {
   // Invalid input must throw nsa::Error before launching anything.
+  if (g_reference_only) return;
   ncu::Workspace ws;
   nsa::DenseInputs<ncu::bf16> in;
   ncu::DeviceBuffer q(64 * 24 * 2);
@@ -392,10 +407,17 @@ int main(int argc, char** argv) {
     if (a == "--no-bench") bench = false;
     else if (a == "--no-check") check = false;
     else if (a == "--quick") quick = true;
+    else if (a == "--reference-only") g_reference_only = true;
     else if (a == "--max-t" && i + 1 < argc) max_t = std::atoll(argv[++i]);
     else { std::fprintf(stderr, "usage: %s [--no-bench] [--no-check] [--quick] [--max-t N]\n", argv[0]); return 2; }
   }
   std::printf("nsa_gpu_check: CUDA kernels of NSA forward and dense attention vs the float64 reference\n");
+  if (g_reference_only) {
+    const auto t0 = std::chrono::steady_clock::now();
+    run_checks(quick);
+    std::printf("reference total: %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return 0;
+  }
   if (ncu::device_count() == 0) {
     std::printf("SKIPPED: no CUDA device\n");
     return 0;
