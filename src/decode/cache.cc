@@ -1,0 +1,396 @@
+// DecodeCache: construction, validation, prefill / append / step, accessors.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "common/problem.h"
+#include "decode/cache_state.h"
+#include "decode/decode_token.h"
+#include "nsa/error.h"
+#include "nsa/thread_pool.h"
+
+namespace nsa {
+
+std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t hash) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < bytes; ++i) {
+    hash ^= p[i];
+    hash *= 1099511628211ull;
+  }
+  return hash;
+}
+
+namespace {
+
+std::string str(index_t x) { return std::to_string(x); }
+
+// Copies the weights phi needs (validated: present and finite) into buf, returns views.
+PhiWeights<float> copy_phi(const Config& config, const PhiWeights<float>& w, index_t dim,
+                           const char* name, std::vector<float>* buf) {
+  detail::check_phi(config, w, dim, name, /*check_values=*/true);
+  const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
+  auto take = [&](int slot, const float* p, index_t n) -> const float* {
+    buf[slot].assign(p, p + n);
+    return buf[slot].data();
+  };
+  PhiWeights<float> out;
+  if (config.phi() == PhiKind::mlp) {
+    out.pe = take(0, w.pe, l * dim);
+    out.w1 = take(1, w.w1, hidden * l * dim);
+    out.b1 = take(2, w.b1, hidden);
+    out.w2 = take(3, w.w2, dim * hidden);
+    out.b2 = take(4, w.b2, dim);
+  } else if (config.phi() == PhiKind::linear) {
+    out.pe = take(0, w.pe, l * dim);
+    out.w = take(5, w.w, dim * l * dim);
+  }
+  return out;
+}
+
+// The reads of query t with the chosen blocks sel[0..n) (-1 padded).
+TokensRead count_reads(const Config& config, index_t t, const std::int32_t* sel) {
+  TokensRead r;
+  r.cmp = config.visible_cmp_blocks(t);
+  for (index_t k = 0; k < config.top_n() && sel[k] >= 0; ++k)
+    r.slc += std::min<index_t>(config.sel_block(), t + 1 - sel[k] * index_t{config.sel_block()});
+  r.win = std::min<index_t>(config.window(), t + 1);
+  return r;
+}
+
+bool same_view(const TensorView<const float>& a, const TensorView<const float>& b) {
+  return a.data == b.data && a.shape == b.shape && a.stride == b.stride;
+}
+
+// Checks the views of `x` for B sequences of T tokens. queries: q and gates are used.
+void check_tokens(const DecodeCache::State& st, const DecodeTokens& x, index_t B, index_t T,
+                  bool queries) {
+  using detail::check_shape;
+  using detail::check_view;
+  const DecodeShape& s = st.shape;
+  struct Item {
+    const TensorView<const float>* v;
+    const char* name;
+    index_t heads, dim;
+  };
+  std::vector<Item> items = {{&x.k_cmp, "k_cmp", s.kv_heads, s.d_k}, {&x.v_cmp, "v_cmp", s.kv_heads, s.d_v}};
+  if (queries) {
+    items.push_back({&x.q, "q", s.heads, s.d_k});
+    items.push_back({&x.gates, "gates", s.heads, 3});
+  }
+  const Item other[] = {{&x.k_slc, "k_slc", s.kv_heads, s.d_k}, {&x.v_slc, "v_slc", s.kv_heads, s.d_v},
+                        {&x.k_win, "k_win", s.kv_heads, s.d_k}, {&x.v_win, "v_win", s.kv_heads, s.d_v}};
+  for (const Item& it : other) {
+    if (s.shared_kv) {
+      const auto& base = it.name[0] == 'k' ? x.k_cmp : x.v_cmp;
+      if (!it.v->empty() && !same_view(*it.v, base))
+        throw Error(std::string("this cache shares K/V between branches: ") + it.name +
+                    " must be left empty or be the same view as " + (it.name[0] == 'k' ? "k_cmp" : "v_cmp"));
+    } else {
+      if (it.v->empty())
+        throw Error(std::string(it.name) + " is empty but this cache keeps independent K/V per branch");
+      items.push_back(it);
+    }
+  }
+  for (const Item& it : items) {
+    check_view(*it.v, it.name);
+    check_shape(*it.v, it.name, B, T, it.heads, it.dim);
+  }
+  for (const Item& it : items) detail::check_finite(*it.v, it.name);
+}
+
+void check_out(const DecodeCache::State& st, const TensorView<float>& out, index_t B, index_t T) {
+  detail::check_view(out, "out");
+  detail::check_shape(out, "out", B, T, st.shape.heads, st.shape.d_v);
+}
+
+void check_room(const DecodeCache::State& st, const DecodeSequence& q, index_t seq, index_t more) {
+  if (st.shape.max_tokens > 0 && q.pos + more > st.shape.max_tokens)
+    throw Error("sequence " + str(seq) + " is full: it holds " + str(q.pos) + " tokens, " +
+                str(more) + " more would exceed max_tokens = " + str(st.shape.max_tokens));
+}
+
+// Runs the decode step of token index `tok` of the views for the sequences ids[0..count)
+// (sequence b's inputs at batch item b). The caller has validated everything.
+void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const DecodeTokens& x,
+              index_t tok, TensorView<float> out, ThreadPool& pool) {
+  const index_t H_kv = st.shape.kv_heads, G = st.group;
+  for (index_t b = 0; b < count; ++b) {
+    DecodeSequence& q = st.seqs[ids[b]];
+    st.reserve(q, q.pos + 1);
+  }
+  if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
+  const TensorView<const float>* ks[kNumBranches] = {&x.k_cmp, &x.k_slc, &x.k_win};
+  const TensorView<const float>* vs[kNumBranches] = {&x.v_cmp, &x.v_slc, &x.v_win};
+  pool.parallel_tasks(count * H_kv, [&](std::int64_t task, int worker) {
+    const index_t b = task / H_kv, h = task % H_kv;
+    decode::TokenRow row;
+    row.q = x.q.ptr(b, tok, h * G);
+    row.q_head_stride = x.q.stride[2];
+    for (int i = 0; i < st.kv_streams; ++i) {
+      row.k[i] = ks[i]->ptr(b, tok, h);
+      row.v[i] = vs[i]->ptr(b, tok, h);
+    }
+    row.gates = x.gates.ptr(b, tok, h * G);
+    row.gates_head_stride = x.gates.stride[2];
+    decode::decode_token(st, st.seqs[ids[b]], h, row, out.ptr(b, tok, h * G), out.stride[2],
+                         st.scratch[static_cast<size_t>(worker)]);
+  });
+  for (index_t b = 0; b < count; ++b) {
+    DecodeSequence& q = st.seqs[ids[b]];
+    ++q.pos;
+    q.num_cmp = st.config.num_cmp_blocks(q.pos);
+    for (const TokensRead& r : q.read) st.total_read += r.total();
+  }
+}
+
+// Copies tokens [0, T) of the raw views into sequence q at positions q.pos .. q.pos+T-1.
+void store_raw(const DecodeCache::State& st, DecodeSequence& q, const DecodeTokens& x, index_t T) {
+  const TensorView<const float>* ks[kNumBranches] = {&x.k_cmp, &x.k_slc, &x.k_win};
+  const TensorView<const float>* vs[kNumBranches] = {&x.v_cmp, &x.v_slc, &x.v_win};
+  const index_t d_k = st.shape.d_k, d_v = st.shape.d_v;
+  for (int b = 0; b < st.kv_streams; ++b)
+    for (index_t h = 0; h < st.shape.kv_heads; ++h)
+      for (index_t s = 0; s < T; ++s) {
+        const float* k = ks[b]->ptr(0, s, h);
+        const float* v = vs[b]->ptr(0, s, h);
+        std::copy(k, k + d_k, st.key(q, b, h, q.pos + s));
+        std::copy(v, v + d_v, st.value(q, b, h, q.pos + s));
+      }
+}
+
+// Empty sequence tables sized for the shape.
+void init_sequence(const DecodeCache::State& st, DecodeSequence& q) {
+  q.pos = q.num_cmp = 0;
+  q.chunks.clear();
+  q.read.assign(static_cast<size_t>(st.shape.kv_heads), TokensRead{});
+  q.sel.assign(static_cast<size_t>(st.shape.kv_heads * st.config.top_n()), -1);
+}
+
+}  // namespace
+
+// ---- State --------------------------------------------------------------------------------
+
+DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeights<float>& pk,
+                          const PhiWeights<float>& pv)
+    : config(c), shape(s) {
+  if (s.heads <= 0 || s.kv_heads <= 0 || s.d_k <= 0 || s.d_v <= 0)
+    throw Error("DecodeShape: heads, kv_heads, d_k and d_v must be positive, got H=" + str(s.heads) +
+                " H_kv=" + str(s.kv_heads) + " d_k=" + str(s.d_k) + " d_v=" + str(s.d_v));
+  if (s.heads % s.kv_heads != 0)
+    throw Error("DecodeShape: query heads H = " + str(s.heads) +
+                " must be a multiple of key/value heads H_kv = " + str(s.kv_heads));
+  if (s.max_seqs <= 0) throw Error("DecodeShape: max_seqs must be positive, got " + str(s.max_seqs));
+  if (s.max_tokens < 0) throw Error("DecodeShape: max_tokens must be >= 0 (0 = unbounded), got " + str(s.max_tokens));
+  const index_t lp = c.sel_block();
+  if (s.chunk_tokens < 0 || s.chunk_tokens % lp != 0)
+    throw Error("DecodeShape: chunk_tokens must be 0 or a positive multiple of sel_block = " + str(lp) +
+                ", got " + str(s.chunk_tokens));
+  shape.chunk_tokens = s.chunk_tokens > 0 ? s.chunk_tokens : lp * ((256 + lp - 1) / lp);
+  group = s.heads / s.kv_heads;
+  chunk = shape.chunk_tokens;
+  cmp_per_chunk = chunk / c.stride();
+  kv_streams = s.shared_kv ? 1 : kNumBranches;
+  index_t off = 0;
+  for (int b = 0; b < kNumBranches; ++b) {
+    off_k[b] = b < kv_streams ? off : off_k[0];
+    if (b < kv_streams) off += s.kv_heads * chunk * s.d_k;
+  }
+  for (int b = 0; b < kNumBranches; ++b) {
+    off_v[b] = b < kv_streams ? off : off_v[0];
+    if (b < kv_streams) off += s.kv_heads * chunk * s.d_v;
+  }
+  off_kc = off;
+  off += s.kv_heads * cmp_per_chunk * s.d_k;
+  off_vc = off;
+  off += s.kv_heads * cmp_per_chunk * s.d_v;
+  chunk_floats = off;
+  scale = static_cast<float>(c.scale_for(s.d_k));
+
+  phi_k = copy_phi(c, pk, s.d_k, "phi_k", phi_k_buf);
+  phi_v = copy_phi(c, pv, s.d_v, "phi_v", phi_v_buf);
+  std::uint64_t h = fnv1a64(nullptr, 0);
+  for (const auto* bufs : {phi_k_buf, phi_v_buf})
+    for (int i = 0; i < 6; ++i) {
+      const std::uint64_t n = bufs[i].size();
+      h = fnv1a64(&n, sizeof n, h);
+      h = fnv1a64(bufs[i].data(), n * sizeof(float), h);
+    }
+  phi_fingerprint = h;
+
+  seqs.resize(static_cast<size_t>(s.max_seqs));
+  for (auto& q : seqs) init_sequence(*this, q);
+}
+
+std::unique_ptr<DecodeCache::State> DecodeCache::State::empty_copy() const {
+  DecodeShape s = shape;
+  return std::make_unique<State>(config, s, phi_k, phi_v);
+}
+
+void DecodeCache::State::reserve(DecodeSequence& q, index_t tokens) const {
+  const auto need = static_cast<size_t>((tokens + chunk - 1) / chunk);
+  while (q.chunks.size() < need)
+    q.chunks.push_back(std::unique_ptr<float[]>(new float[static_cast<size_t>(chunk_floats)]));
+}
+
+DecodeSequence& DecodeCache::State::sequence(index_t seq, const char* what) {
+  return const_cast<DecodeSequence&>(static_cast<const State*>(this)->sequence(seq, what));
+}
+
+const DecodeSequence& DecodeCache::State::sequence(index_t seq, const char* what) const {
+  if (seq < 0 || seq >= static_cast<index_t>(seqs.size()))
+    throw Error(std::string(what) + ": unknown sequence id " + str(seq) + " (this cache holds ids 0.." +
+                str(static_cast<index_t>(seqs.size()) - 1) + ")");
+  return seqs[static_cast<size_t>(seq)];
+}
+
+// ---- DecodeCache ------------------------------------------------------------------------------
+
+DecodeCache::DecodeCache(const Config& config, const DecodeShape& shape,
+                         const PhiWeights<float>& phi_k, const PhiWeights<float>& phi_v)
+    : state_(std::make_unique<State>(config, shape, phi_k, phi_v)) {}
+DecodeCache::~DecodeCache() = default;
+DecodeCache::DecodeCache(DecodeCache&&) noexcept = default;
+DecodeCache& DecodeCache::operator=(DecodeCache&&) noexcept = default;
+void DecodeCache::swap(DecodeCache& other) noexcept { state_.swap(other.state_); }
+
+const Config& DecodeCache::config() const { return state_->config; }
+const DecodeShape& DecodeCache::shape() const { return state_->shape; }
+
+void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> out, ThreadPool& pool) {
+  State& st = *state_;
+  DecodeSequence& q = st.sequence(seq, "prefill");
+  const index_t T = x.q.shape[1];
+  if (T == 0) return;  // an empty prompt
+  check_tokens(st, x, 1, T, true);
+  check_out(st, out, 1, T);
+  check_room(st, q, seq, T);
+
+  if (q.pos > 0) {  // continue a sequence: token by token, the decode path
+    for (index_t tok = 0; tok < T; ++tok) run_step(st, &seq, 1, x, tok, out, pool);
+    return;
+  }
+  NsaInputs<float> in;
+  in.q = x.q;
+  in.k_cmp = x.k_cmp;
+  in.v_cmp = x.v_cmp;
+  in.k_slc = st.shape.shared_kv ? x.k_cmp : x.k_slc;
+  in.v_slc = st.shape.shared_kv ? x.v_cmp : x.v_slc;
+  in.k_win = st.shape.shared_kv ? x.k_cmp : x.k_win;
+  in.v_win = st.shape.shared_kv ? x.v_cmp : x.v_win;
+  in.gates = x.gates;
+  in.phi_k = st.phi_k;
+  in.phi_v = st.phi_v;
+  NsaSaved<float> saved;
+  nsa_forward(st.config, in, out, &saved, pool);
+
+  DecodeSequence fresh;
+  init_sequence(st, fresh);
+  st.reserve(fresh, T);
+  store_raw(st, fresh, x, T);
+  const index_t H_kv = st.shape.kv_heads, n = st.config.top_n(), N = st.config.num_cmp_blocks(T);
+  for (index_t i = 0; i < N; ++i)
+    for (index_t h = 0; h < H_kv; ++h) {
+      const float* kc = saved.k_cmp_blocks.data() + (i * H_kv + h) * st.shape.d_k;
+      const float* vc = saved.v_cmp_blocks.data() + (i * H_kv + h) * st.shape.d_v;
+      std::copy(kc, kc + st.shape.d_k, st.kc(fresh, h, i));
+      std::copy(vc, vc + st.shape.d_v, st.vc(fresh, h, i));
+    }
+  std::int64_t read = 0;
+  for (index_t t = 0; t < T; ++t)
+    for (index_t h = 0; h < H_kv; ++h) {
+      const std::int32_t* sel = saved.sel_blocks.data() + (t * H_kv + h) * n;
+      const TokensRead r = count_reads(st.config, t, sel);
+      read += r.total();
+      if (t == T - 1) {
+        fresh.read[h] = r;
+        std::copy(sel, sel + n, fresh.sel.begin() + h * n);
+      }
+    }
+  fresh.pos = T;
+  fresh.num_cmp = N;
+  q = std::move(fresh);
+  st.total_read += read;
+}
+
+void DecodeCache::append(index_t seq, const DecodeTokens& x, ThreadPool& pool) {
+  State& st = *state_;
+  DecodeSequence& q = st.sequence(seq, "append");
+  const index_t T = x.k_cmp.shape[1];
+  if (T == 0) return;
+  check_tokens(st, x, 1, T, false);
+  check_room(st, q, seq, T);
+  st.reserve(q, q.pos + T);
+  store_raw(st, q, x, T);
+  const index_t first = q.num_cmp, last = st.config.num_cmp_blocks(q.pos + T), H_kv = st.shape.kv_heads;
+  if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
+  pool.parallel_tasks((last - first) * H_kv, [&](std::int64_t task, int worker) {
+    decode::compress_block(st, q, task % H_kv, first + task / H_kv, st.scratch[static_cast<size_t>(worker)]);
+  });
+  q.pos += T;
+  q.num_cmp = last;
+  std::fill(q.read.begin(), q.read.end(), TokensRead{});
+  std::fill(q.sel.begin(), q.sel.end(), -1);
+}
+
+void DecodeCache::step(const index_t* seqs, index_t count, const DecodeTokens& x, TensorView<float> out,
+                       ThreadPool& pool) {
+  State& st = *state_;
+  if (count <= 0) throw Error("step: the number of sequences must be positive, got " + str(count));
+  if (seqs == nullptr) throw Error("step: the sequence id array is null");
+  std::vector<std::uint8_t> seen(st.seqs.size(), 0);
+  for (index_t b = 0; b < count; ++b) {
+    const DecodeSequence& q = st.sequence(seqs[b], "step");
+    if (seen[seqs[b]]++) throw Error("step: sequence id " + str(seqs[b]) + " is listed twice");
+    check_room(st, q, seqs[b], 1);
+  }
+  check_tokens(st, x, count, 1, true);
+  check_out(st, out, count, 1);
+  run_step(st, seqs, count, x, 0, out, pool);
+}
+
+void DecodeCache::reset(index_t seq) { init_sequence(*state_, state_->sequence(seq, "reset")); }
+
+index_t DecodeCache::position(index_t seq) const { return state_->sequence(seq, "position").pos; }
+
+index_t DecodeCache::num_cmp_blocks(index_t seq) const {
+  return state_->sequence(seq, "num_cmp_blocks").num_cmp;
+}
+
+TokensRead DecodeCache::tokens_read(index_t seq, index_t kv_head) const {
+  const DecodeSequence& q = state_->sequence(seq, "tokens_read");
+  if (kv_head < 0 || kv_head >= state_->shape.kv_heads)
+    throw Error("tokens_read: kv head " + str(kv_head) + " out of range [0, " + str(state_->shape.kv_heads) + ")");
+  return q.read[kv_head];
+}
+
+std::vector<std::int32_t> DecodeCache::selected_blocks(index_t seq, index_t kv_head) const {
+  const DecodeSequence& q = state_->sequence(seq, "selected_blocks");
+  if (kv_head < 0 || kv_head >= state_->shape.kv_heads)
+    throw Error("selected_blocks: kv head " + str(kv_head) + " out of range [0, " + str(state_->shape.kv_heads) + ")");
+  std::vector<std::int32_t> out;
+  const index_t n = state_->config.top_n();
+  for (index_t k = 0; k < n && q.sel[kv_head * n + k] >= 0; ++k) out.push_back(q.sel[kv_head * n + k]);
+  return out;
+}
+
+std::int64_t DecodeCache::total_tokens_read() const { return state_->total_read; }
+
+DecodeMemory DecodeCache::memory() const {
+  const State& st = *state_;
+  DecodeMemory m;
+  m.chunk_tokens = st.chunk;
+  m.chunk_bytes = static_cast<std::size_t>(st.chunk_floats) * sizeof(float);
+  std::size_t bytes = sizeof(State);
+  for (const auto* bufs : {st.phi_k_buf, st.phi_v_buf})
+    for (int i = 0; i < 6; ++i) bytes += bufs[i].capacity() * sizeof(float);
+  for (const DecodeSequence& q : st.seqs) {
+    m.chunks += static_cast<index_t>(q.chunks.size());
+    m.tokens += q.pos;
+    bytes += sizeof(DecodeSequence) + q.chunks.capacity() * sizeof(q.chunks[0]) +
+             q.read.capacity() * sizeof(TokensRead) + q.sel.capacity() * sizeof(std::int32_t);
+  }
+  m.bytes = bytes + static_cast<std::size_t>(m.chunks) * m.chunk_bytes;
+  return m;
+}
+
+}  // namespace nsa

@@ -1,0 +1,86 @@
+// DecodeCache::State: the layout of the decode cache (see include/nsa/decode.h).
+//
+// A sequence owns a list of chunks; chunk c holds tokens [c*C, (c+1)*C) and compressed
+// blocks [c*C/d, (c+1)*C/d). Inside a chunk, floats are laid out stream after stream:
+//   raw K streams  (1 when shared, else cmp, slc, win)  each [H_kv, C, d_k]
+//   raw V streams  (likewise)                           each [H_kv, C, d_v]
+//   Kc [H_kv, C/d, d_k], Vc [H_kv, C/d, d_v]
+// so the keys of one kv head inside a chunk are contiguous rows, what the attention
+// loops want. C is a multiple of l' (a selection block never straddles two chunks).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "decode/kernels.h"
+#include "nsa/decode.h"
+
+namespace nsa {
+
+struct DecodeSequence {
+  index_t pos = 0;      // tokens stored
+  index_t num_cmp = 0;  // compressed blocks stored = N_cmp(pos)
+  std::vector<std::unique_ptr<float[]>> chunks;
+  std::vector<TokensRead> read;      // [H_kv] of the last token
+  std::vector<std::int32_t> sel;     // [H_kv, top_n] of the last token, -1 padded
+};
+
+// Per-worker buffers of a step.
+struct DecodeScratch {
+  std::vector<float> q;        // [G, d_k] scaled queries
+  std::vector<float> probs;    // [G, keys] softmax probabilities
+  std::vector<float> imp;      // [visible] group importance of compressed blocks
+  std::vector<float> score;    // [candidates] selection-block scores
+  std::vector<index_t> order;  // candidates for top-n
+  std::vector<std::uint8_t> taken;
+  std::vector<float> out[kNumBranches];  // [G, d_v] per branch
+  std::vector<float> block, phi;         // phi input [l, dim] and its work space
+  std::vector<decode::Segment> segs;     // key ranges of the branch being computed
+};
+
+struct DecodeCache::State {
+  Config config;
+  DecodeShape shape;
+  index_t group = 0, chunk = 0, cmp_per_chunk = 0;
+  int kv_streams = 0;                // raw K (and V) streams: 1 shared, 3 independent
+  index_t off_k[kNumBranches] = {};  // float offsets inside a chunk, per branch
+  index_t off_v[kNumBranches] = {};
+  index_t off_kc = 0, off_vc = 0, chunk_floats = 0;
+  float scale = 0.0f;
+
+  std::vector<float> phi_k_buf[6], phi_v_buf[6];  // pe, w1, b1, w2, b2, w
+  PhiWeights<float> phi_k, phi_v;                 // views of the buffers
+  std::uint64_t phi_fingerprint = 0;
+
+  std::vector<DecodeSequence> seqs;
+  std::int64_t total_read = 0;
+  std::vector<DecodeScratch> scratch;  // one per worker
+
+  State(const Config& c, const DecodeShape& s, const PhiWeights<float>& pk,
+        const PhiWeights<float>& pv);
+  // A fresh, empty state with the same config, shape and weights.
+  std::unique_ptr<State> empty_copy() const;
+
+  // Raw row of token s of kv head h in branch b's key (value) stream.
+  float* key(const DecodeSequence& q, int b, index_t h, index_t s) const {
+    return q.chunks[s / chunk].get() + off_k[b] + (h * chunk + s % chunk) * shape.d_k;
+  }
+  float* value(const DecodeSequence& q, int b, index_t h, index_t s) const {
+    return q.chunks[s / chunk].get() + off_v[b] + (h * chunk + s % chunk) * shape.d_v;
+  }
+  float* kc(const DecodeSequence& q, index_t h, index_t i) const {
+    return q.chunks[i / cmp_per_chunk].get() + off_kc + (h * cmp_per_chunk + i % cmp_per_chunk) * shape.d_k;
+  }
+  float* vc(const DecodeSequence& q, index_t h, index_t i) const {
+    return q.chunks[i / cmp_per_chunk].get() + off_vc + (h * cmp_per_chunk + i % cmp_per_chunk) * shape.d_v;
+  }
+  // Allocates chunks until sequence q can hold `tokens` tokens.
+  void reserve(DecodeSequence& q, index_t tokens) const;
+  DecodeSequence& sequence(index_t seq, const char* what);
+  const DecodeSequence& sequence(index_t seq, const char* what) const;
+};
+
+std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t hash = 14695981039346656037ull);
+
+}  // namespace nsa

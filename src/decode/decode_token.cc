@@ -1,0 +1,151 @@
+// One decode step of one (sequence, kv head): store the new token's K/V, compress the
+// block it completes, then the three branches for the group's G query heads
+// (spec, "Decoding with a cache").
+#include "decode/decode_token.h"
+
+#include <algorithm>
+
+#include "decode/kernels.h"
+
+namespace nsa::decode {
+
+namespace {
+
+// Top-n selection for query t from scores S [candidates] (spec, "Branch 2", rules 1-3):
+// writes the chosen blocks, ascending, into sel [top_n] (-1 padded); returns their number.
+index_t choose_blocks(const Config& config, index_t t, const float* score, DecodeScratch& s,
+                      std::int32_t* sel) {
+  const index_t n = config.top_n(), candidates = t / config.sel_block() + 1;
+  std::fill(sel, sel + n, -1);
+  if (candidates <= n) {
+    for (index_t j = 0; j < candidates; ++j) sel[j] = static_cast<std::int32_t>(j);
+    return candidates;
+  }
+  s.taken.assign(static_cast<size_t>(candidates), 0);
+  index_t chosen = 0;
+  auto take = [&](index_t j) {
+    if (j >= 0 && j < candidates && !s.taken[j]) {
+      s.taken[j] = 1;
+      sel[chosen++] = static_cast<std::int32_t>(j);
+    }
+  };
+  for (index_t j = 0; j < config.n_init(); ++j) take(j);
+  const index_t current = t / config.sel_block();
+  for (index_t k = 0; k < config.n_local(); ++k) take(current - k);
+  s.order.clear();
+  for (index_t j = 0; j < candidates; ++j)
+    if (!s.taken[j]) s.order.push_back(j);
+  const index_t rest = std::min<index_t>(n - chosen, static_cast<index_t>(s.order.size()));
+  // Highest score first; equal scores go to the lower index.
+  std::partial_sort(s.order.begin(), s.order.begin() + rest, s.order.end(),
+                    [&](index_t a, index_t b) { return score[a] > score[b] || (score[a] == score[b] && a < b); });
+  for (index_t k = 0; k < rest; ++k) take(s.order[k]);
+  std::sort(sel, sel + chosen);
+  return chosen;
+}
+
+}  // namespace
+
+void compress_block(const DecodeCache::State& st, const DecodeSequence& q, index_t h, index_t i,
+                    DecodeScratch& s) {
+  const Config& config = st.config;
+  const index_t l = config.block_len(), first = i * config.stride();
+  for (int kind = 0; kind < 2; ++kind) {
+    const index_t dim = kind == 0 ? st.shape.d_k : st.shape.d_v;
+    s.block.resize(static_cast<size_t>(l * dim));
+    for (index_t r = 0; r < l; ++r) {  // the block may straddle two chunks
+      const float* src = kind == 0 ? st.key(q, kCmp, h, first + r) : st.value(q, kCmp, h, first + r);
+      std::copy(src, src + dim, s.block.data() + r * dim);
+    }
+    phi_block(config, kind == 0 ? st.phi_k : st.phi_v, dim, s.block.data(),
+              kind == 0 ? st.kc(q, h, i) : st.vc(q, h, i), s.phi);
+  }
+}
+
+void decode_token(const DecodeCache::State& st, DecodeSequence& q, index_t h, const TokenRow& in,
+                  float* out, index_t out_head_stride, DecodeScratch& s) {
+  const Config& config = st.config;
+  const index_t G = st.group, d_k = st.shape.d_k, d_v = st.shape.d_v, C = st.chunk;
+  const index_t t = q.pos, lp = config.sel_block();
+
+  // 1. Store K/V of token t (chunks were reserved by the caller).
+  for (int b = 0; b < st.kv_streams; ++b) {
+    std::copy(in.k[b], in.k[b] + d_k, st.key(q, b, h, t));
+    std::copy(in.v[b], in.v[b] + d_v, st.value(q, b, h, t));
+  }
+  // 2. A compression block completes: phi runs once for it.
+  const index_t l = config.block_len(), d = config.stride();
+  if (t >= l - 1 && (t - l + 1) % d == 0) compress_block(st, q, h, (t - l + 1) / d, s);
+  const index_t visible = config.visible_cmp_blocks(t);
+
+  s.q.resize(static_cast<size_t>(G * d_k));
+  for (index_t g = 0; g < G; ++g)
+    for (index_t c = 0; c < d_k; ++c) s.q[g * d_k + c] = in.q[g * in.q_head_stride + c] * st.scale;
+  for (auto& o : s.out) o.resize(static_cast<size_t>(G * d_v));
+
+  // 3. Compression branch over the visible Kc/Vc (contiguous inside each chunk).
+  std::vector<Segment>& many = s.segs;
+  auto run = [&](float* o) {
+    attend(s.q.data(), G, d_k, d_v, many.data(), static_cast<index_t>(many.size()), o, s.probs);
+  };
+  many.clear();
+  for (index_t i0 = 0; i0 < visible; i0 += st.cmp_per_chunk)
+    many.push_back({st.kc(q, h, i0), st.vc(q, h, i0), std::min(st.cmp_per_chunk, visible - i0)});
+  run(s.out[kCmp].data());
+
+  // 4. Importance: P[i] = sum over the group of p[g][i]; S[j] = sum_i P[i] overlap(i,j) / d.
+  const index_t candidates = t / lp + 1;
+  s.score.assign(static_cast<size_t>(candidates), 0.0f);
+  if (visible > 0) {
+    s.imp.assign(static_cast<size_t>(visible), 0.0f);
+    for (index_t g = 0; g < G; ++g) {
+      const float* p = s.probs.data() + g * visible;
+      for (index_t i = 0; i < visible; ++i) s.imp[i] += p[i];
+    }
+    const float inv_d = 1.0f / static_cast<float>(d);
+    for (index_t i = 0; i < visible; ++i) {
+      const index_t lo = i * d, hi = i * d + l;  // [lo, hi)
+      for (index_t j = lo / lp; j * lp < hi; ++j) {
+        const index_t ov = std::min(hi, (j + 1) * lp) - std::max(lo, j * lp);
+        s.score[j] += s.imp[i] * static_cast<float>(ov) * inv_d;
+      }
+    }
+  }
+
+  // 5. Selection branch over the tokens s <= t of the chosen blocks.
+  std::int32_t* sel = q.sel.data() + h * config.top_n();
+  const index_t chosen = choose_blocks(config, t, s.score.data(), s, sel);
+  TokensRead read;
+  read.cmp = visible;
+  const int sb = kSlc < st.kv_streams ? kSlc : 0;
+  many.clear();
+  for (index_t k = 0; k < chosen; ++k) {  // a selection block never straddles two chunks
+    const index_t start = sel[k] * lp, count = std::min(lp, t + 1 - start);
+    many.push_back({st.key(q, sb, h, start), st.value(q, sb, h, start), count});
+    read.slc += count;
+  }
+  run(s.out[kSlc].data());
+
+  // 6. Window: tokens max(0, t-w+1) .. t, split at chunk boundaries.
+  const int wb = kWin < st.kv_streams ? kWin : 0;
+  many.clear();
+  for (index_t s0 = std::max<index_t>(0, t - config.window() + 1); s0 <= t;) {
+    const index_t end = std::min(t + 1, (s0 / C + 1) * C);
+    many.push_back({st.key(q, wb, h, s0), st.value(q, wb, h, s0), end - s0});
+    read.win += end - s0;
+    s0 = end;
+  }
+  run(s.out[kWin].data());
+  q.read[h] = read;
+
+  // 7. Gated combine.
+  for (index_t g = 0; g < G; ++g) {
+    const float* gate = in.gates + g * in.gates_head_stride;
+    const float *oc = s.out[kCmp].data() + g * d_v, *os = s.out[kSlc].data() + g * d_v,
+                *ow = s.out[kWin].data() + g * d_v;
+    float* o = out + g * out_head_stride;
+    for (index_t c = 0; c < d_v; ++c) o[c] = gate[kCmp] * oc[c] + gate[kSlc] * os[c] + gate[kWin] * ow[c];
+  }
+}
+
+}  // namespace nsa::decode

@@ -1,0 +1,73 @@
+// nsa::dense_decode_step: the dense baseline of one decode step, one new query token
+// against a cache of T tokens, with the same loops as the NSA step (decode/kernels.h).
+// Tasks are (kv head, key split); the splits of a kv head are merged with the usual
+// log-sum-exp rescaling. The split count depends only on T and the pool size.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "decode/kernels.h"
+#include "nsa/decode.h"
+#include "nsa/error.h"
+#include "nsa/thread_pool.h"
+
+namespace nsa {
+
+void dense_decode_step(const float* q, const float* k, const float* v, index_t tokens, index_t heads,
+                       index_t kv_heads, index_t d_k, index_t d_v, double scale, float* out,
+                       ThreadPool& pool) {
+  if (!q || !k || !v || !out) throw Error("dense_decode_step: null pointer argument");
+  if (tokens <= 0 || heads <= 0 || kv_heads <= 0 || d_k <= 0 || d_v <= 0 || heads % kv_heads != 0)
+    throw Error("dense_decode_step: need T, H, H_kv, d_k, d_v > 0 and H a multiple of H_kv, got T=" +
+                std::to_string(tokens) + " H=" + std::to_string(heads) + " H_kv=" + std::to_string(kv_heads));
+  const index_t G = heads / kv_heads;
+  const float s = static_cast<float>(scale > 0.0 ? scale : 1.0 / std::sqrt(static_cast<double>(d_k)));
+  constexpr index_t kMinKeysPerSplit = 2048;
+  const index_t splits = std::max<index_t>(1, std::min<index_t>(pool.size(), tokens / kMinKeysPerSplit));
+  const index_t per_split = (tokens + splits - 1) / splits;
+
+  // Per task: m [G], l [G], acc [G, d_v].
+  const index_t tasks = kv_heads * splits;
+  std::vector<float> m(static_cast<size_t>(tasks * G)), l(m.size()), acc(static_cast<size_t>(tasks * G * d_v));
+  std::vector<std::vector<float>> probs(static_cast<size_t>(pool.size())), qs(probs.size());
+  pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) {
+    const index_t h = task / splits, sp = task % splits;
+    const index_t t0 = sp * per_split, t1 = std::min(tokens, t0 + per_split);
+    std::vector<float>& qv = qs[static_cast<size_t>(worker)];
+    qv.resize(static_cast<size_t>(G * d_k));
+    for (index_t i = 0; i < G * d_k; ++i) qv[i] = q[h * G * d_k + i] * s;
+    // The cache is [T, H_kv, d_k]: with H_kv = 1 one contiguous range, else row by row.
+    std::vector<decode::Segment> segs;
+    if (kv_heads == 1) {
+      segs.push_back({k + t0 * d_k, v + t0 * d_v, t1 - t0});
+    } else {
+      for (index_t t = t0; t < t1; ++t)
+        segs.push_back({k + (t * kv_heads + h) * d_k, v + (t * kv_heads + h) * d_v, 1});
+    }
+    decode::attend_partial(qv.data(), G, d_k, d_v, segs.data(), static_cast<index_t>(segs.size()),
+                           m.data() + task * G, l.data() + task * G, acc.data() + task * G * d_v,
+                           probs[static_cast<size_t>(worker)]);
+  });
+  // Merge the splits of each kv head.
+  for (index_t h = 0; h < kv_heads; ++h)
+    for (index_t g = 0; g < G; ++g) {
+      float mx = -std::numeric_limits<float>::infinity();
+      for (index_t sp = 0; sp < splits; ++sp) mx = std::max(mx, m[(h * splits + sp) * G + g]);
+      float* o = out + (h * G + g) * d_v;
+      std::fill(o, o + d_v, 0.0f);
+      float sum = 0.0f;
+      for (index_t sp = 0; sp < splits; ++sp) {
+        const index_t task = h * splits + sp;
+        const float w = std::exp(m[task * G + g] - mx);
+        sum += w * l[task * G + g];
+        const float* a = acc.data() + (task * G + g) * d_v;
+        for (index_t c = 0; c < d_v; ++c) o[c] += w * a[c];
+      }
+      const float inv = 1.0f / sum;
+      for (index_t c = 0; c < d_v; ++c) o[c] *= inv;
+    }
+}
+
+}  // namespace nsa

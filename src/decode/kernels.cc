@@ -1,0 +1,119 @@
+#include "decode/kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace nsa::decode {
+
+float dot(const float* a, const float* b, index_t n) {
+  constexpr int kLanes = 16;
+  float acc[kLanes] = {};
+  index_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int j = 0; j < kLanes; ++j) acc[j] += a[i + j] * b[i + j];
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += a[i] * b[i];
+  for (int width = kLanes / 2; width > 0; width /= 2)
+    for (int j = 0; j < width; ++j) acc[j] += acc[j + width];
+  return acc[0] + tail;
+}
+
+namespace {
+
+// y[0..n) += a * x[0..n)
+inline void axpy(float a, const float* __restrict x, float* __restrict y, index_t n) {
+  for (index_t c = 0; c < n; ++c) y[c] += a * x[c];
+}
+
+inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+
+}  // namespace
+
+void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
+                    index_t nsegs, float* m, float* l, float* acc, std::vector<float>& probs) {
+  index_t n = 0;
+  for (index_t s = 0; s < nsegs; ++s) n += segs[s].count;
+  std::fill(acc, acc + group * d_v, 0.0f);
+  std::fill(m, m + group, -std::numeric_limits<float>::infinity());
+  std::fill(l, l + group, 0.0f);
+  probs.resize(static_cast<size_t>(group * n));
+  if (n == 0) return;
+
+  // Scores, key-major: each key row is read once for the G queries.
+  float* p = probs.data();
+  index_t col = 0;
+  for (index_t s = 0; s < nsegs; ++s)
+    for (index_t r = 0; r < segs[s].count; ++r, ++col) {
+      const float* k = segs[s].k + r * d_k;
+      for (index_t g = 0; g < group; ++g) p[g * n + col] = dot(q + g * d_k, k, d_k);
+    }
+
+  // exp(score - max) of each row, and its sum.
+  for (index_t g = 0; g < group; ++g) {
+    float* row = p + g * n;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (index_t i = 0; i < n; ++i) mx = std::max(mx, row[i]);
+    float sum = 0.0f;
+    for (index_t i = 0; i < n; ++i) {
+      row[i] = std::exp(row[i] - mx);
+      sum += row[i];
+    }
+    m[g] = mx;
+    l[g] = sum;
+  }
+
+  // acc[g] = sum_i p[g][i] v[i]
+  col = 0;
+  for (index_t s = 0; s < nsegs; ++s)
+    for (index_t r = 0; r < segs[s].count; ++r, ++col) {
+      const float* v = segs[s].v + r * d_v;
+      for (index_t g = 0; g < group; ++g) axpy(p[g * n + col], v, acc + g * d_v, d_v);
+    }
+}
+
+void attend(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
+            index_t nsegs, float* out, std::vector<float>& probs) {
+  constexpr index_t kStack = 64;
+  float m_stack[kStack], l_stack[kStack];
+  std::vector<float> ml_heap;
+  float *m = m_stack, *l = l_stack;
+  if (group > kStack) {
+    ml_heap.resize(static_cast<size_t>(2 * group));
+    m = ml_heap.data();
+    l = m + group;
+  }
+  attend_partial(q, group, d_k, d_v, segs, nsegs, m, l, out, probs);
+  const index_t n = group == 0 ? 0 : static_cast<index_t>(probs.size()) / group;
+  for (index_t g = 0; g < group; ++g) {
+    if (l[g] == 0.0f) continue;  // no key: out stays 0
+    const float inv = 1.0f / l[g];
+    for (index_t c = 0; c < d_v; ++c) out[g * d_v + c] *= inv;
+    for (index_t i = 0; i < n; ++i) probs[g * n + i] *= inv;
+  }
+}
+
+void phi_block(const Config& config, const PhiWeights<float>& w, index_t dim, const float* block,
+               float* out, std::vector<float>& scratch) {
+  const index_t l = config.block_len(), width = l * dim;
+  if (config.phi() == PhiKind::mean) {
+    std::fill(out, out + dim, 0.0f);
+    for (index_t r = 0; r < l; ++r) axpy(1.0f, block + r * dim, out, dim);
+    const float inv = 1.0f / static_cast<float>(l);
+    for (index_t c = 0; c < dim; ++c) out[c] *= inv;
+    return;
+  }
+  const index_t hidden = config.phi() == PhiKind::mlp ? config.phi_hidden_for(dim) : 0;
+  scratch.resize(static_cast<size_t>(width + hidden));
+  float* x = scratch.data();  // flatten(block + pe)
+  for (index_t i = 0; i < width; ++i) x[i] = block[i] + w.pe[i];
+  if (config.phi() == PhiKind::linear) {  // out = W x, W [dim, l*dim]
+    for (index_t c = 0; c < dim; ++c) out[c] = dot(w.w + c * width, x, width);
+    return;
+  }
+  float* h = x + width;  // GELU(W1 x + b1), W1 [hidden, l*dim]
+  for (index_t j = 0; j < hidden; ++j) h[j] = gelu(dot(w.w1 + j * width, x, width) + w.b1[j]);
+  for (index_t c = 0; c < dim; ++c) out[c] = dot(w.w2 + c * hidden, h, hidden) + w.b2[c];
+}
+
+}  // namespace nsa::decode

@@ -1,0 +1,315 @@
+// The decode cache against the float64 reference (spec, "Decoding with a cache"): the
+// output of step at position t equals row t of nsa::reference::nsa_forward over the same
+// tokens (relative error < 1e-5 for every row), the chosen blocks equal the reference's,
+// and the tokens read equal the spec's count. Sequences of a batch sit at different
+// positions (prompts of length 0, < l, and longer; prefill, append or none) and cross many
+// compression boundaries, the window and several selection blocks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "nsa/decode.h"
+#include "nsa/nsa.h"
+#include "reference/reference.h"
+#include "test_decode_util.h"
+#include "testing/random_problem.h"
+
+namespace nsa {
+namespace {
+
+using decode_test::StepBatch;
+using testing::ProblemShape;
+using testing::RandomNsaProblem;
+using testing::relative_error;
+
+constexpr double kTol = 1e-5;
+
+ConfigOptions small_options(PhiKind phi = PhiKind::mlp) {
+  ConfigOptions o;
+  o.block_len = 8;
+  o.stride = 4;
+  o.sel_block = 16;
+  o.top_n = 4;
+  o.n_init = 1;
+  o.n_local = 2;
+  o.window = 32;
+  o.phi = phi;
+  return o;
+}
+
+enum class Fill { prefill, append };
+
+struct Case {
+  std::string name;
+  ConfigOptions options;
+  index_t heads = 2, kv_heads = 1, d_k = 16, d_v = 16;
+  bool shared = false;
+  std::vector<std::int64_t> seqlens, prompts;
+  Fill fill = Fill::prefill;
+  int threads = 1;
+  index_t chunk_tokens = 0;
+  index_t check_every = 1;  // compare every k-th step (and the last one) with the reference
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+class DecodeVsReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DecodeVsReference, StepEqualsPrefillRow) {
+  const Case& c = GetParam();
+  const Config config(c.options);
+  ProblemShape shape;
+  shape.heads = c.heads;
+  shape.kv_heads = c.kv_heads;
+  shape.d_k = c.d_k;
+  shape.d_v = c.d_v;
+  shape.shared_kv = c.shared;
+  shape.seqlens = c.seqlens;
+  shape.seed = 7;
+  RandomNsaProblem prob(config, shape);
+  SCOPED_TRACE(config.describe() + " " + prob.shape().describe());
+
+  std::vector<double> ref;
+  NsaSaved<double> ref_saved;
+  reference::nsa_forward(config, prob.inputs64(), prob.out_view(ref), &ref_saved);
+
+  const index_t nseq = static_cast<index_t>(c.seqlens.size()), H = c.heads, H_kv = c.kv_heads;
+  const index_t row_size = H * c.d_v;
+  std::vector<index_t> start(1, 0);
+  for (auto n : c.seqlens) start.push_back(start.back() + n);
+
+  DecodeShape ds;
+  ds.heads = H;
+  ds.kv_heads = H_kv;
+  ds.d_k = c.d_k;
+  ds.d_v = c.d_v;
+  ds.shared_kv = c.shared;
+  ds.max_seqs = nseq;
+  ds.chunk_tokens = c.chunk_tokens;
+  const auto& f32 = prob.buffers32();
+  DecodeCache cache(config, ds, f32.phi_k.weights(), f32.phi_v.weights());
+  ThreadPool pool(c.threads);
+
+  double worst = 0.0;
+  index_t rows_checked = 0, sel_checked = 0, bad_sel = 0, bad_reads = 0;
+  auto check_row = [&](const float* out, index_t s, index_t t) {
+    const index_t row = start[s] + t;
+    const double err = relative_error(out, ref.data() + row * row_size, row_size);
+    if (!(err < kTol)) ADD_FAILURE() << "sequence " << s << " t=" << t << ": relative error " << err;
+    worst = std::max(worst, err);
+    ++rows_checked;
+  };
+  auto check_selection = [&](index_t s, index_t t) {
+    for (index_t h = 0; h < H_kv; ++h) {
+      const auto want = reference::saved_selection(ref_saved.sel_blocks.data(), config, start[s] + t, H_kv, h);
+      const auto got = cache.selected_blocks(s, h);
+      if (std::vector<index_t>(got.begin(), got.end()) != want) ++bad_sel;
+      ++sel_checked;
+      const TokensRead r = cache.tokens_read(s, h);
+      const index_t bound = config.visible_cmp_blocks(t) + index_t{config.top_n()} * config.sel_block() +
+                            config.window();
+      if (r.total() != decode_test::expected_reads(config, t, got) || r.total() > bound ||
+          r.cmp != config.visible_cmp_blocks(t))
+        ++bad_reads;
+    }
+  };
+
+  // Prompts.
+  for (index_t s = 0; s < nseq; ++s) {
+    const index_t p = c.prompts[s];
+    if (p == 0) continue;
+    const DecodeTokens x = decode_test::prompt_tokens(prob, start[s], p);
+    if (c.fill == Fill::append) {
+      cache.append(s, x, pool);
+      continue;
+    }
+    std::vector<float> out(static_cast<size_t>(p * row_size));
+    cache.prefill(s, x, contiguous_view(out.data(), 1, p, H, c.d_v), pool);
+    for (index_t t = 0; t < p; ++t) check_row(out.data() + t * row_size, s, t);
+    check_selection(s, p - 1);
+    ASSERT_EQ(cache.position(s), p);
+    ASSERT_EQ(cache.num_cmp_blocks(s), config.num_cmp_blocks(p));
+  }
+
+  // Steps: every unfinished sequence advances by one token per step.
+  StepBatch batch(H, H_kv, c.d_k, c.d_v, c.shared);
+  for (index_t step = 0;; ++step) {
+    batch.clear();
+    for (index_t s = 0; s < nseq; ++s)
+      if (cache.position(s) < c.seqlens[s]) batch.add(prob, s, start[s] + cache.position(s));
+    if (batch.size() == 0) break;
+    batch.step(cache, pool);
+    for (index_t b = 0; b < batch.size(); ++b) {
+      const index_t s = batch.ids[b], t = cache.position(s) - 1;
+      if (t % c.check_every == 0 || t + 1 == c.seqlens[s]) {
+        check_row(batch.out.data() + b * row_size, s, t);
+        check_selection(s, t);
+      }
+    }
+  }
+  for (index_t s = 0; s < nseq; ++s) {
+    EXPECT_EQ(cache.position(s), c.seqlens[s]);
+    EXPECT_EQ(cache.num_cmp_blocks(s), config.num_cmp_blocks(c.seqlens[s]));
+  }
+  EXPECT_EQ(bad_sel, 0) << "of " << sel_checked << " selections differ from the reference";
+  EXPECT_EQ(bad_reads, 0) << "of " << sel_checked << " token-read counts are wrong";
+  EXPECT_GT(rows_checked, 0);
+  std::printf("  DECODE OK %s: %lld rows, max relative error %.2e\n", c.name.c_str(),
+              static_cast<long long>(rows_checked), worst);
+}
+
+std::vector<Case> cases() {
+  std::vector<Case> v;
+  // Small config: boundaries every 4 tokens, windows of 32, selection blocks of 16.
+  v.push_back({"small_G1_independent_mlp", small_options(), 1, 1, 16, 16, false,
+               {300, 260, 290}, {0, 5, 100}});
+  v.push_back({"small_G4_shared_mlp_two_groups", small_options(), 8, 2, 16, 24, true,
+               {300, 280, 250, 3}, {0, 7, 37, 0}});
+  v.push_back({"small_G4_independent_mlp", small_options(), 4, 1, 32, 16, false, {300, 297}, {1, 64}});
+  v.push_back({"small_G1_shared_linear", small_options(PhiKind::linear), 2, 2, 16, 16, true,
+               {300, 170}, {0, 8}});
+  v.push_back({"small_G2_independent_linear_threads2", small_options(PhiKind::linear), 4, 2, 16, 16,
+               false, {290, 300, 200}, {13, 0, 120}, Fill::prefill, 2});
+  v.push_back({"small_G4_shared_mean", small_options(PhiKind::mean), 4, 1, 16, 16, true, {300, 211},
+               {0, 31}});
+  v.push_back({"small_G1_independent_mean_threads2", small_options(PhiKind::mean), 3, 3, 16, 8, false,
+               {300, 250}, {2, 0}, Fill::prefill, 2});
+  // Prompts stored with append (no outputs), chunks of one selection block.
+  v.push_back({"small_G4_shared_append_chunk16", small_options(), 4, 1, 16, 16, true, {300, 260},
+               {77, 9}, Fill::append, 1, 16});
+  // Larger strides and top-n.
+  ConfigOptions wide = small_options();
+  wide.block_len = 16;
+  wide.stride = 8;
+  wide.sel_block = 32;
+  wide.top_n = 6;
+  wide.n_init = 2;
+  wide.n_local = 1;
+  wide.window = 48;
+  v.push_back({"wide_G2_independent_mlp", wide, 4, 2, 16, 16, false, {400, 333}, {0, 50}});
+  // The paper's config (l=32, d=16, l'=64, n=16, w=512) over T = 1500, small heads.
+  v.push_back({"paper_T1500_G4_shared_mlp", ConfigOptions{}, 4, 1, 16, 16, true, {1500, 1100},
+               {0, 600}, Fill::prefill, 2});
+  v.push_back({"paper_T1500_G1_independent_mlp", ConfigOptions{}, 1, 1, 16, 16, false, {1500},
+               {300}, Fill::prefill, 2});
+  return v;
+}
+
+INSTANTIATE_TEST_SUITE_P(Decode, DecodeVsReference, ::testing::ValuesIn(cases()),
+                         [](const auto& info) { return info.param.name; });
+
+// Prefill on a non-empty sequence continues it token by token: same outputs as the reference.
+TEST(Decode, PrefillContinuesASequence) {
+  const Config config(small_options());
+  ProblemShape shape;
+  shape.heads = 4;
+  shape.kv_heads = 2;
+  shape.seqlens = {120};
+  RandomNsaProblem prob(config, shape);
+  std::vector<double> ref;
+  reference::nsa_forward(config, prob.inputs64(), prob.out_view(ref), nullptr);
+  DecodeShape ds{4, 2, 16, 16, false, 1};
+  const auto& f = prob.buffers32();
+  DecodeCache cache(config, ds, f.phi_k.weights(), f.phi_v.weights());
+  ThreadPool pool(1);
+  const index_t row = 4 * 16;
+  std::vector<float> out(static_cast<size_t>(120 * row));
+  index_t done = 0;
+  for (index_t len : {25, 1, 0, 50, 44}) {
+    cache.prefill(0, decode_test::prompt_tokens(prob, done, len),
+                  contiguous_view(out.data() + done * row, 1, len, 4, 16), pool);
+    done += len;
+    ASSERT_EQ(cache.position(0), done);
+  }
+  ASSERT_EQ(done, 120);
+  for (index_t t = 0; t < 120; ++t)
+    EXPECT_LT(relative_error(out.data() + t * row, ref.data() + t * row, row), kTol) << "t=" << t;
+}
+
+// A long conversation: 20,000 steps, small heads. Tokens read per step equal the spec's count
+// and never exceed visible cmp blocks + n l' + w; memory grows by whole chunks, linearly.
+TEST(Decode, LongConversation20kSteps) {
+  const Config config;  // the paper's defaults
+  const index_t H = 2, H_kv = 1, d = 16, steps = 20000;
+  DecodeShape ds{H, H_kv, d, d, false, 1};
+  ProblemShape ps;
+  ps.heads = H;
+  ps.kv_heads = H_kv;
+  ps.d_k = ps.d_v = d;
+  ps.tokens = 1;
+  RandomNsaProblem weights(config, ps);  // only its phi weights are used
+  const auto& f = weights.buffers32();
+  DecodeCache cache(config, ds, f.phi_k.weights(), f.phi_v.weights());
+  ThreadPool pool(1);
+  const DecodeMemory m0 = cache.memory();
+  const index_t C = m0.chunk_tokens;
+  // Raw K/V of 3 branches + Kc/Vc, per token once chunks are full.
+  const double per_token = 4.0 * H_kv * (3 * (d + d) + (d + d) / double(config.stride()));
+  EXPECT_DOUBLE_EQ(m0.bytes_per_token(), per_token);
+
+  std::mt19937_64 rng(3);
+  StepBatch batch(H, H_kv, d, d, false);
+  index_t bad_reads = 0, over_bound = 0, bad_memory = 0, non_finite = 0;
+  std::int64_t sum_reads = 0;
+  for (index_t t = 0; t < steps; ++t) {
+    batch.clear();
+    batch.add_random(rng, 0);
+    batch.step(cache, pool);
+    for (float x : batch.out) non_finite += !std::isfinite(x);
+    const TokensRead r = cache.tokens_read(0, 0);
+    const auto sel = cache.selected_blocks(0, 0);
+    sum_reads += r.total();
+    if (r.total() != decode_test::expected_reads(config, t, sel) ||
+        sel.size() != static_cast<size_t>(std::min<index_t>(config.top_n(), t / config.sel_block() + 1)))
+      ++bad_reads;
+    if (r.total() > config.visible_cmp_blocks(t) + index_t{config.top_n()} * config.sel_block() + config.window())
+      ++over_bound;
+    const DecodeMemory m = cache.memory();
+    const index_t chunks = (t + 1 + C - 1) / C;
+    // Linear: whole chunks plus a fixed part (and one pointer per chunk).
+    if (m.chunks != chunks || m.tokens != t + 1 ||
+        m.bytes < m0.bytes + chunks * m.chunk_bytes || m.bytes > m0.bytes + chunks * (m.chunk_bytes + 16))
+      ++bad_memory;
+  }
+  EXPECT_EQ(non_finite, 0);
+  EXPECT_EQ(bad_reads, 0);
+  EXPECT_EQ(over_bound, 0);
+  EXPECT_EQ(bad_memory, 0);
+  EXPECT_EQ(cache.total_tokens_read(), sum_reads);
+  // At t = 19999 with the defaults: 1249 cmp blocks + 15 full blocks of 64 and the current
+  // one's 32 tokens + 512 window tokens.
+  EXPECT_EQ(cache.tokens_read(0, 0).total(), 1249 + 15 * 64 + 32 + 512);
+  const DecodeMemory m = cache.memory();
+  const double measured = static_cast<double>(m.bytes - m0.bytes) / static_cast<double>(steps);
+  EXPECT_NEAR(measured, per_token, per_token * (double(C) / steps + 0.01));
+  std::printf("  20000 steps: %.1f bytes/token (%zu bytes in %lld chunks of %lld tokens)\n", measured,
+              m.bytes, static_cast<long long>(m.chunks), static_cast<long long>(C));
+}
+
+// The dense decode baseline equals the reference's dense attention row over T tokens.
+TEST(Decode, DenseDecodeStepMatchesReference) {
+  for (index_t T : {1, 100, 5000}) {
+    for (index_t H_kv : {1, 2}) {
+      testing::ProblemShape ps;
+      ps.tokens = T;
+      ps.heads = 4;
+      ps.kv_heads = H_kv;
+      ps.d_k = 24;
+      ps.d_v = 16;
+      testing::RandomDenseProblem prob(ps);
+      std::vector<double> ref;
+      reference::dense_forward(prob.inputs64(), prob.out_view(ref), nullptr);
+      const DenseInputs<float> in = prob.inputs32();
+      std::vector<float> out(4 * 16);
+      ThreadPool pool(3);
+      dense_decode_step(in.q.ptr(0, T - 1, 0), in.k.data, in.v.data, T, 4, H_kv, 24, 16, 0.0, out.data(), pool);
+      EXPECT_LT(relative_error(out.data(), ref.data() + (T - 1) * 4 * 16, 4 * 16), kTol)
+          << "T=" << T << " H_kv=" << H_kv;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace nsa
