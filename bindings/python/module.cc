@@ -125,6 +125,8 @@ TensorView<T> view_of(const A& a, const std::string& name) {
   TensorView<T> v;
   v.data = static_cast<T*>(const_cast<void*>(static_cast<const void*>(a.data())));
   for (int i = 0; i < 4; ++i) v.shape[i] = static_cast<index_t>(a.shape(i));
+  if (a.size() == 0)  // empty arrays may have no data pointer at all
+    throw Error(name + ": every size must be positive, got shape " + shape_of(a));
   if (v.shape[3] != 1 && a.stride(3) != 1)
     throw Error(name + ": the last (dim) axis must be contiguous (stride 1), got stride " +
                 std::to_string(a.stride(3)) + " for shape " + shape_of(a) +
@@ -144,12 +146,16 @@ struct Span {
   bool operator==(const Span& o) const = default;
 };
 
+// Views the library rejects anyway (empty, negative strides) get an empty range, so that
+// its message, not an overlap complaint, is what the caller sees.
 template <class T>
 Span span_of(const TensorView<T>& v) {
-  index_t extent = 1;
-  for (int i = 0; i < 3; ++i) extent += (v.shape[i] - 1) * std::max<index_t>(v.stride[i], 0);
-  extent += v.shape[3] - 1;
   const auto first = reinterpret_cast<std::uintptr_t>(v.data);
+  index_t extent = 1;
+  for (int i = 0; i < 4; ++i)
+    if (v.shape[i] <= 0 || (i < 3 && v.stride[i] < 0)) return {first, first};
+  for (int i = 0; i < 3; ++i) extent += (v.shape[i] - 1) * v.stride[i];
+  extent += v.shape[3] - 1;
   return {first, first + static_cast<std::uintptr_t>(extent) * sizeof(T)};
 }
 
