@@ -36,11 +36,25 @@
 
 #include "nsa/attention.h"
 #include "nsa/config.h"
+#include "nsa/error.h"
 #include "nsa/tensor.h"
 
 namespace nsa {
 
 class ThreadPool;
+
+// The error save / load throw: an nsa::Error that also says whether the file system failed
+// (io: cannot open, write, rename) or the file is not a valid cache for this layer
+// (bad_file: truncated, corrupted, another version, config, shape or weights).
+class DecodeFileError : public Error {
+ public:
+  enum class Kind { io, bad_file };
+  DecodeFileError(Kind kind, const std::string& message) : Error(message), kind_(kind) {}
+  Kind kind() const { return kind_; }
+
+ private:
+  Kind kind_;
+};
 
 // Sizes of one layer's cache.
 struct DecodeShape {
@@ -130,13 +144,13 @@ class DecodeCache {
 
   DecodeMemory memory() const;
 
-  // Throws nsa::Error (naming the file and the cause) when writing fails; the file at
+  // Throws DecodeFileError (naming the file and the cause) when writing fails; the file at
   // `path`, if any, is then left as it was.
   void save(const std::string& path) const;
   // Replaces the cache's contents with the file's. The file must have been written by a
   // cache of the same config, H, H_kv, d_k, d_v, shared_kv and phi weights, with no more
   // sequences than max_seqs. On any error (missing, truncated, corrupted, mismatched)
-  // throws nsa::Error and leaves the cache as it was.
+  // throws DecodeFileError and leaves the cache as it was.
   void load(const std::string& path);
 
   struct State;  // implementation (src/decode/cache_state.h)

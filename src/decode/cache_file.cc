@@ -149,7 +149,8 @@ struct TempFile {
 void DecodeCache::save(const std::string& path) const {
   const State& st = *state_;
   auto fail = [&](const std::string& what) {
-    throw Error("save '" + path + "': " + what + (errno ? std::string(": ") + std::strerror(errno) : ""));
+    throw DecodeFileError(DecodeFileError::Kind::io, "save '" + path + "': " + what +
+                                                         (errno ? std::string(": ") + std::strerror(errno) : ""));
   };
   TempFile tmp;
   std::string templ = path + ".tmp.XXXXXX";
@@ -197,13 +198,18 @@ void DecodeCache::save(const std::string& path) const {
 
 void DecodeCache::load(const std::string& path) {
   const State& st = *state_;
-  auto fail = [&](const std::string& what) -> void { throw Error("load '" + path + "': " + what); };
+  auto fail = [&](const std::string& what) -> void {
+    throw DecodeFileError(DecodeFileError::Kind::bad_file, "load '" + path + "': " + what);
+  };
+  auto io_fail = [&](const std::string& what) -> void {
+    throw DecodeFileError(DecodeFileError::Kind::io, "load '" + path + "': " + what);
+  };
   std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) fail(std::string("cannot open: ") + std::strerror(errno));
+  if (!file) io_fail(std::string("cannot open: ") + std::strerror(errno));
   FILE* f = file.get();
-  if (std::fseek(f, 0, SEEK_END) != 0) fail("cannot seek");
+  if (std::fseek(f, 0, SEEK_END) != 0) io_fail("cannot seek");
   const long end = std::ftell(f);
-  if (end < 0) fail("cannot tell the file size");
+  if (end < 0) io_fail("cannot tell the file size");
   const auto file_size = static_cast<std::uint64_t>(end);
   std::fseek(f, 0, SEEK_SET);
 
@@ -212,7 +218,7 @@ void DecodeCache::load(const std::string& path) {
   if (file_size < kPrefix)
     fail("truncated: " + std::to_string(file_size) + " bytes, too short for a cache file header");
   unsigned char prefix[kPrefix];
-  if (std::fread(prefix, 1, kPrefix, f) != kPrefix) fail("read failed");
+  if (std::fread(prefix, 1, kPrefix, f) != kPrefix) io_fail("read failed");
   if (std::memcmp(prefix, kMagic, 8) != 0) fail("not an NSA decode cache file (bad magic)");
   Reader pr{prefix, kPrefix, 8};
   const auto version = pr.get<std::uint32_t>();
@@ -229,7 +235,7 @@ void DecodeCache::load(const std::string& path) {
          std::to_string(file_size));
   std::vector<unsigned char> header(static_cast<std::size_t>(hsize));
   std::memcpy(header.data(), prefix, kPrefix);
-  if (std::fread(header.data() + kPrefix, 1, hsize - kPrefix, f) != hsize - kPrefix) fail("read failed");
+  if (std::fread(header.data() + kPrefix, 1, hsize - kPrefix, f) != hsize - kPrefix) io_fail("read failed");
   std::uint64_t stored_hash;
   std::memcpy(&stored_hash, header.data() + hsize - 8, 8);
   if (fnv1a64(header.data(), hsize - 8) != stored_hash) fail("corrupted: header checksum mismatch");
@@ -307,7 +313,7 @@ void DecodeCache::load(const std::string& path) {
     q.pos = m.positions[i];
     q.num_cmp = fresh->config.num_cmp_blocks(q.pos);
   }
-  if (!ok) fail("read failed (the file changed while it was read?)");
+  if (!ok) io_fail("read failed (the file changed while it was read?)");
   if (hash != m.payload_hash) fail("corrupted: payload checksum mismatch");
   fresh->total_read = st.total_read;
   state_.swap(fresh);

@@ -1,0 +1,309 @@
+/* The decode cache through the C API (include/nsa/nsa_c.h), from C11.
+ *
+ *   test_c_api <scratch directory>
+ *
+ * Checks: prefill equals the same tokens fed step by step; batched steps; tokens read;
+ * memory; save, load into a new handle and continue bitwise identically; and the error
+ * paths: NULL handle and pointers, bad sizes and config, unknown or full sequence, NaN,
+ * missing, corrupted and truncated files (the cache stays intact), unwritable target.
+ * Exit status 0 when every check passes. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nsa/nsa_c.h"
+
+static int failures = 0;
+
+#define CHECK(cond)                                                              \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);   \
+      ++failures;                                                                \
+    }                                                                            \
+  } while (0)
+
+/* status == want, and the last error contains `text` (or is empty for NSA_OK). */
+#define CHECK_STATUS(call, want, text)                                                         \
+  do {                                                                                         \
+    nsa_status got_ = (call);                                                                  \
+    const char* msg_ = nsa_last_error();                                                       \
+    if (got_ != (want) || ((want) == NSA_OK ? msg_[0] != '\0' : strstr(msg_, (text)) == NULL)) { \
+      fprintf(stderr, "%s:%d: %s returned %s (\"%s\"), expected %s with \"%s\"\n", __FILE__,   \
+              __LINE__, #call, nsa_status_name(got_), msg_, nsa_status_name(want), (text));    \
+      ++failures;                                                                              \
+    }                                                                                          \
+  } while (0)
+
+enum { H = 4, HKV = 2, DK = 16, DV = 8, L = 8, PROMPT = 20, STEPS = 60, MAXTOK = 200 };
+
+static uint64_t rng_state = 88172645463325252ull;
+static float uniform(void) { /* xorshift64, in (-1, 1) */
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return (float)((double)(rng_state >> 11) / 9007199254740992.0 * 2.0 - 1.0);
+}
+static float* random_array(size_t n, float scale) {
+  float* a = malloc(n * sizeof(float));
+  for (size_t i = 0; i < n; ++i) a[i] = scale * uniform();
+  return a;
+}
+
+/* Tokens of `n` rows (each row: one token of one sequence). */
+typedef struct {
+  float *q, *k[3], *v[3], *gates;
+} Tokens;
+
+static Tokens make_tokens(size_t n) {
+  Tokens t;
+  t.q = random_array(n * H * DK, 1.0f);
+  for (int b = 0; b < 3; ++b) {
+    t.k[b] = random_array(n * HKV * DK, 1.0f);
+    t.v[b] = random_array(n * HKV * DV, 1.0f);
+  }
+  t.gates = random_array(n * H * 3, 0.4f);
+  for (size_t i = 0; i < n * H * 3; ++i) t.gates[i] += 0.5f;
+  return t;
+}
+static void free_tokens(Tokens* t) {
+  free(t->q);
+  for (int b = 0; b < 3; ++b) free(t->k[b]), free(t->v[b]);
+  free(t->gates);
+}
+/* The C view of rows [row, row + n) of t. */
+static nsa_decode_tokens view(const Tokens* t, size_t row) {
+  nsa_decode_tokens x;
+  x.q = t->q + row * H * DK;
+  x.k_cmp = t->k[0] + row * HKV * DK;
+  x.v_cmp = t->v[0] + row * HKV * DV;
+  x.k_slc = t->k[1] + row * HKV * DK;
+  x.v_slc = t->v[1] + row * HKV * DV;
+  x.k_win = t->k[2] + row * HKV * DK;
+  x.v_win = t->v[2] + row * HKV * DV;
+  x.gates = t->gates + row * H * 3;
+  return x;
+}
+
+static double rel_diff(const float* a, const float* b, size_t n) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!isfinite(a[i]) || !isfinite(b[i])) return INFINITY;
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return sqrt(num / den);
+}
+
+static long file_size(const char* path) {
+  FILE* f = fopen(path, "rb");
+  long n;
+  if (!f) return -1;
+  fseek(f, 0, SEEK_END);
+  n = ftell(f);
+  fclose(f);
+  return n;
+}
+/* Copies src to dst, keeping `keep` bytes (-1: all) and xoring byte `flip` (-1: none). */
+static void copy_file(const char* src, const char* dst, long keep, long flip) {
+  long n = file_size(src), i;
+  FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+  char* buf = malloc((size_t)n);
+  if (!in || !out || fread(buf, 1, (size_t)n, in) != (size_t)n) {
+    fprintf(stderr, "cannot copy %s\n", src);
+    exit(2);
+  }
+  if (flip >= 0) buf[flip] ^= 0x10;
+  if (keep < 0) keep = n;
+  for (i = 0; i < keep; ++i) fputc(buf[i], out);
+  fclose(in);
+  fclose(out);
+  free(buf);
+}
+
+int main(int argc, char** argv) {
+  char path[1024], bad[1024], nodir[1024];
+  const char* dir = argc > 1 ? argv[1] : ".";
+  nsa_config config;
+  nsa_decode_shape shape;
+  nsa_phi_weights phi_k, phi_v;
+  nsa_decode_cache *cache = NULL, *restored = NULL, *other = NULL;
+  float *pk[5], *pv[5];
+  int i;
+  snprintf(path, sizeof path, "%s/c_api_cache.nsa", dir);
+  snprintf(bad, sizeof bad, "%s/c_api_bad.nsa", dir);
+  snprintf(nodir, sizeof nodir, "%s/no_such_dir/c.nsa", dir);
+
+  nsa_config_init(&config);
+  CHECK(config.block_len == 32 && config.stride == 16 && config.sel_block == 64 && config.window == 512);
+  config.block_len = L;
+  config.stride = 4;
+  config.sel_block = 16;
+  config.top_n = 4;
+  config.window = 32;
+  memset(&shape, 0, sizeof shape);
+  shape.heads = H;
+  shape.kv_heads = HKV;
+  shape.d_k = DK;
+  shape.d_v = DV;
+  shape.threads = 2;
+  shape.max_seqs = 2;
+  shape.max_tokens = MAXTOK;
+  /* mlp phi weights: pe, w1, b1, w2, b2 with hidden = dim. */
+  pk[0] = random_array(L * DK, 0.5f), pk[1] = random_array(DK * L * DK, 0.1f), pk[2] = random_array(DK, 0.1f);
+  pk[3] = random_array(DK * DK, 0.25f), pk[4] = random_array(DK, 0.1f);
+  pv[0] = random_array(L * DV, 0.5f), pv[1] = random_array(DV * L * DV, 0.1f), pv[2] = random_array(DV, 0.1f);
+  pv[3] = random_array(DV * DV, 0.3f), pv[4] = random_array(DV, 0.1f);
+  phi_k.pe = pk[0], phi_k.w1 = pk[1], phi_k.b1 = pk[2], phi_k.w2 = pk[3], phi_k.b2 = pk[4], phi_k.w = NULL;
+  phi_v.pe = pv[0], phi_v.w1 = pv[1], phi_v.b1 = pv[2], phi_v.w2 = pv[3], phi_v.b2 = pv[4], phi_v.w = NULL;
+
+  /* ---- creation errors ---- */
+  CHECK_STATUS(nsa_decode_create(&config, &shape, &phi_k, &phi_v, NULL), NSA_ERR_INVALID_ARGUMENT, "is NULL");
+  CHECK_STATUS(nsa_decode_create(NULL, &shape, &phi_k, &phi_v, &cache), NSA_ERR_INVALID_ARGUMENT, "config is NULL");
+  CHECK(cache == NULL);
+  shape.heads = 3;
+  CHECK_STATUS(nsa_decode_create(&config, &shape, &phi_k, &phi_v, &cache), NSA_ERR_INVALID_ARGUMENT, "multiple");
+  shape.heads = H;
+  config.stride = 3;
+  CHECK_STATUS(nsa_decode_create(&config, &shape, &phi_k, &phi_v, &cache), NSA_ERR_INVALID_ARGUMENT, "must divide");
+  config.stride = 4;
+  CHECK_STATUS(nsa_decode_create(&config, &shape, NULL, &phi_v, &cache), NSA_ERR_INVALID_ARGUMENT, "phi_k.pe is null");
+  CHECK(cache == NULL);
+
+  CHECK_STATUS(nsa_decode_create(&config, &shape, &phi_k, &phi_v, &cache), NSA_OK, "");
+  CHECK(cache != NULL);
+  if (!cache) return 1;
+
+  {
+    Tokens prompt = make_tokens(PROMPT), steps = make_tokens(2 * STEPS), again = make_tokens(2 * 10);
+    float* out_prefill = malloc(sizeof(float) * PROMPT * H * DV);
+    float* out_steps = malloc(sizeof(float) * PROMPT * H * DV);
+    float* out_a = malloc(sizeof(float) * 2 * H * DV);
+    float* out_b = malloc(sizeof(float) * 2 * H * DV);
+    int64_t ids[2] = {0, 1}, pos = -1;
+    nsa_decode_tokens x;
+    nsa_tokens_read read;
+    uint64_t bytes = 0;
+    double per_token = 0.0;
+
+    /* ---- prefill of sequence 0 == the same tokens stepped into sequence 1 ---- */
+    x = view(&prompt, 0);
+    CHECK_STATUS(nsa_decode_prefill(cache, 0, PROMPT, &x, out_prefill), NSA_OK, "");
+    for (i = 0; i < PROMPT; ++i) {
+      x = view(&prompt, (size_t)i);
+      CHECK_STATUS(nsa_decode_step(cache, 1, &ids[1], &x, out_steps + (size_t)i * H * DV), NSA_OK, "");
+    }
+    CHECK(rel_diff(out_steps, out_prefill, (size_t)PROMPT * H * DV) < 1e-5);
+    CHECK_STATUS(nsa_decode_position(cache, 0, &pos), NSA_OK, "");
+    CHECK(pos == PROMPT);
+
+    /* ---- batched steps; tokens read ---- */
+    for (i = 0; i < STEPS; ++i) {
+      int64_t t = PROMPT + i, visible = t + 1 >= L ? (t + 1 - L) / 4 + 1 : 0;
+      x = view(&steps, (size_t)(2 * i));
+      CHECK_STATUS(nsa_decode_step(cache, 2, ids, &x, out_a), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_tokens_read(cache, 1, 1, &read), NSA_OK, "");
+      CHECK(read.total == read.cmp + read.slc + read.win);
+      CHECK(read.cmp == visible);
+      CHECK(read.win == (t + 1 < 32 ? t + 1 : 32));
+      CHECK(read.slc <= 4 * 16 && read.slc > 0);
+    }
+    CHECK(isfinite(out_a[0]) && isfinite(out_a[2 * H * DV - 1]));
+    CHECK_STATUS(nsa_decode_memory(cache, &bytes, &per_token), NSA_OK, "");
+    CHECK(bytes > 0 && per_token > 0.0);
+    printf("c_api: %llu bytes, %.1f bytes/token\n", (unsigned long long)bytes, per_token);
+
+    /* ---- save, load into a new handle, continue bitwise identically ---- */
+    CHECK_STATUS(nsa_decode_save(cache, path), NSA_OK, "");
+    CHECK_STATUS(nsa_decode_create(&config, &shape, &phi_k, &phi_v, &restored), NSA_OK, "");
+    CHECK_STATUS(nsa_decode_load(restored, path), NSA_OK, "");
+    CHECK_STATUS(nsa_decode_position(restored, 1, &pos), NSA_OK, "");
+    CHECK(pos == PROMPT + STEPS);
+    for (i = 0; i < 10; ++i) {
+      x = view(&again, (size_t)(2 * i));
+      CHECK_STATUS(nsa_decode_step(cache, 2, ids, &x, out_a), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_step(restored, 2, ids, &x, out_b), NSA_OK, "");
+      CHECK(memcmp(out_a, out_b, sizeof(float) * 2 * H * DV) == 0);
+    }
+
+    /* ---- error paths of the calls ---- */
+    x = view(&steps, 0);
+    CHECK_STATUS(nsa_decode_step(NULL, 2, ids, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "cache is NULL");
+    CHECK_STATUS(nsa_decode_prefill(NULL, 0, 1, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "cache is NULL");
+    CHECK_STATUS(nsa_decode_save(NULL, path), NSA_ERR_INVALID_ARGUMENT, "cache is NULL");
+    CHECK_STATUS(nsa_decode_load(NULL, path), NSA_ERR_INVALID_ARGUMENT, "cache is NULL");
+    CHECK_STATUS(nsa_decode_position(NULL, 0, &pos), NSA_ERR_INVALID_ARGUMENT, "cache is NULL");
+    CHECK_STATUS(nsa_decode_step(cache, 0, ids, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "count must be > 0");
+    CHECK_STATUS(nsa_decode_step(cache, -3, ids, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "count must be > 0");
+    CHECK_STATUS(nsa_decode_prefill(cache, 0, -1, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "tokens must be >= 0");
+    CHECK_STATUS(nsa_decode_step(cache, 2, NULL, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "seqs is NULL");
+    CHECK_STATUS(nsa_decode_step(cache, 2, ids, NULL, out_a), NSA_ERR_INVALID_ARGUMENT, "tokens is NULL");
+    CHECK_STATUS(nsa_decode_step(cache, 2, ids, &x, NULL), NSA_ERR_INVALID_ARGUMENT, "out is NULL");
+    CHECK_STATUS(nsa_decode_step(cache, 3, ids, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "unknown sequence id");
+    {
+      int64_t unknown[2] = {0, 7}, twice[2] = {1, 1};
+      CHECK_STATUS(nsa_decode_step(cache, 2, unknown, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "unknown sequence id 7");
+      CHECK_STATUS(nsa_decode_step(cache, 2, twice, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "listed twice");
+      CHECK_STATUS(nsa_decode_position(cache, 7, &pos), NSA_ERR_INVALID_ARGUMENT, "unknown sequence id 7");
+      CHECK_STATUS(nsa_decode_tokens_read(cache, 0, 5, &read), NSA_ERR_INVALID_ARGUMENT, "kv head 5");
+    }
+    x.k_win = NULL;
+    CHECK_STATUS(nsa_decode_step(cache, 2, ids, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "tokens.k_win is NULL");
+    x = view(&steps, 0);
+    steps.q[3] = NAN;
+    CHECK_STATUS(nsa_decode_step(cache, 2, ids, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "q: non-finite");
+    steps.q[3] = 0.5f;
+    {  /* a full sequence: fill sequence 0 up to max_tokens */
+      int64_t zero = 0, p0 = 0;
+      nsa_decode_position(cache, 0, &p0);
+      for (; p0 < MAXTOK; ++p0) CHECK_STATUS(nsa_decode_step(cache, 1, &zero, &x, out_a), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_step(cache, 1, &zero, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "is full");
+      CHECK_STATUS(nsa_decode_reset(cache, 0), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_position(cache, 0, &pos), NSA_OK, "");
+      CHECK(pos == 0);
+    }
+
+    /* ---- file errors: the cache keeps its contents ---- */
+    CHECK_STATUS(nsa_decode_position(restored, 1, &pos), NSA_OK, "");
+    CHECK(pos == PROMPT + STEPS + 10);
+    CHECK_STATUS(nsa_decode_load(restored, "/nonexistent/dir/cache.nsa"), NSA_ERR_IO, "cannot open");
+    copy_file(path, bad, -1, file_size(path) / 2); /* a flipped payload byte */
+    CHECK_STATUS(nsa_decode_load(restored, bad), NSA_ERR_BAD_FILE, "checksum");
+    copy_file(path, bad, -1, 50); /* a flipped header byte */
+    CHECK_STATUS(nsa_decode_load(restored, bad), NSA_ERR_BAD_FILE, "corrupted");
+    copy_file(path, bad, file_size(path) - 7, -1);
+    CHECK_STATUS(nsa_decode_load(restored, bad), NSA_ERR_BAD_FILE, "truncated");
+    copy_file(path, bad, 5, -1);
+    CHECK_STATUS(nsa_decode_load(restored, bad), NSA_ERR_BAD_FILE, "truncated");
+    CHECK_STATUS(nsa_decode_position(restored, 1, &pos), NSA_OK, "");
+    CHECK(pos == PROMPT + STEPS + 10);
+    CHECK_STATUS(nsa_decode_save(restored, nodir), NSA_ERR_IO, "cannot create a temporary file");
+    /* A mismatched file: another window. */
+    config.window = 40;
+    CHECK_STATUS(nsa_decode_create(&config, &shape, &phi_k, &phi_v, &other), NSA_OK, "");
+    CHECK_STATUS(nsa_decode_load(other, path), NSA_ERR_BAD_FILE, "another configuration");
+    /* The good file still loads, and the error message is cleared by a success. */
+    CHECK_STATUS(nsa_decode_load(restored, path), NSA_OK, "");
+    CHECK(nsa_last_error()[0] == '\0');
+    CHECK_STATUS(nsa_decode_position(restored, 1, &pos), NSA_OK, "");
+    CHECK(pos == PROMPT + STEPS);
+
+    free(out_prefill), free(out_steps), free(out_a), free(out_b);
+    free_tokens(&prompt), free_tokens(&steps), free_tokens(&again);
+  }
+  nsa_decode_free(cache);
+  nsa_decode_free(restored);
+  nsa_decode_free(other);
+  nsa_decode_free(NULL);
+  remove(path);
+  remove(bad);
+  for (i = 0; i < 5; ++i) free(pk[i]), free(pv[i]);
+  if (failures) {
+    fprintf(stderr, "c_api: %d check(s) failed\n", failures);
+    return 1;
+  }
+  printf("c_api: all checks passed\n");
+  return 0;
+}
