@@ -12,6 +12,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -22,6 +23,7 @@
 #include <variant>
 #include <vector>
 
+#include "nsa/decode.h"
 #include "nsa/nsa.h"
 
 namespace nb = nanobind;
@@ -422,6 +424,45 @@ void backward(const Saved& s, const Args& a, Array d_out, const GradArgs& g) {
   }
 }
 
+// ---- decode cache ------------------------------------------------------------------
+// Tokens for prefill / append (one sequence: B = 1, T tokens) or step (B sequences, T = 1).
+// k_slc ... v_win may be None: left empty, which the cache reads as shared K/V.
+struct TokenArgs {
+  nb::handle q, k_cmp, v_cmp, k_slc, v_slc, k_win, v_win, gates;
+};
+
+DecodeTokens tokens_of(const TokenArgs& a) {
+  auto view = [](nb::handle h, const char* name) {
+    return h.is_none() ? TensorView<const float>{} : view_of<const float>(array_arg<Array>(h, name), name);
+  };
+  DecodeTokens x;
+  x.q = view(a.q, "q");
+  x.k_cmp = view(a.k_cmp, "k_cmp");
+  x.v_cmp = view(a.v_cmp, "v_cmp");
+  x.k_slc = view(a.k_slc, "k_slc");
+  x.v_slc = view(a.v_slc, "v_slc");
+  x.k_win = view(a.k_win, "k_win");
+  x.v_win = view(a.v_win, "v_win");
+  x.gates = view(a.gates, "gates");
+  if (x.k_cmp.empty() || x.v_cmp.empty()) throw Error("k_cmp and v_cmp are required");
+  return x;
+}
+
+DecodeCache make_cache(const Config& c, index_t heads, index_t kv_heads, index_t d_k, index_t d_v,
+                       bool shared_kv, index_t max_seqs, index_t max_tokens, index_t chunk_tokens,
+                       nb::handle phi_k, nb::handle phi_v) {
+  DecodeShape shape;
+  shape.heads = heads, shape.kv_heads = kv_heads, shape.d_k = d_k, shape.d_v = d_v;
+  shape.shared_kv = shared_kv, shape.max_seqs = max_seqs, shape.max_tokens = max_tokens;
+  shape.chunk_tokens = chunk_tokens;
+  if (d_k <= 0 || d_v <= 0)  // phi's sizes below depend on them
+    throw Error("DecodeShape: d_k and d_v must be positive, got d_k=" + std::to_string(d_k) +
+                " d_v=" + std::to_string(d_v));
+  const auto wk = phi_arrays<const float, Array, PhiWeights<float>>(c, phi_k, d_k, "phi_k");
+  const auto wv = phi_arrays<const float, Array, PhiWeights<float>>(c, phi_v, d_v, "phi_v");
+  return DecodeCache(c, shape, wk, wv);  // copies the weights
+}
+
 }  // namespace nsa::python
 
 NB_MODULE(_core, m) {
@@ -522,6 +563,91 @@ NB_MODULE(_core, m) {
       "array"_a.noconvert(), "name"_a = "array",
       "(data address, shape, strides in elements) of the TensorView the binding builds over an\n"
       "array: for checking that arrays are read in place.");
+
+  nb::class_<DecodeCache>(m, "DecodeCache", "nsa::DecodeCache: one layer's decode state (fp32)")
+      .def(
+          "__init__",
+          [](DecodeCache* self, const Config& c, index_t heads, index_t kv_heads, index_t d_k,
+             index_t d_v, bool shared_kv, index_t max_seqs, index_t max_tokens,
+             index_t chunk_tokens, nb::handle phi_k, nb::handle phi_v) {
+            new (self) DecodeCache(make_cache(c, heads, kv_heads, d_k, d_v, shared_kv, max_seqs,
+                                              max_tokens, chunk_tokens, phi_k, phi_v));
+          },
+          "config"_a, "heads"_a, "kv_heads"_a, "d_k"_a, "d_v"_a, "shared_kv"_a, "max_seqs"_a,
+          "max_tokens"_a, "chunk_tokens"_a, "phi_k"_a.none(), "phi_v"_a.none())
+      .def_prop_ro("config", [](const DecodeCache& c) { return c.config(); })
+      .def_prop_ro("shape", [](const DecodeCache& c) {
+        const DecodeShape& s = c.shape();
+        nb::dict d;
+        d["heads"] = s.heads, d["kv_heads"] = s.kv_heads, d["d_k"] = s.d_k, d["d_v"] = s.d_v;
+        d["shared_kv"] = s.shared_kv, d["max_seqs"] = s.max_seqs, d["max_tokens"] = s.max_tokens;
+        d["chunk_tokens"] = s.chunk_tokens;
+        return d;
+      })
+      .def(
+          "prefill",
+          [](DecodeCache& c, index_t seq, nb::handle q, nb::handle k_cmp, nb::handle v_cmp,
+             nb::handle k_slc, nb::handle v_slc, nb::handle k_win, nb::handle v_win,
+             nb::handle gates, MutArray out) {
+            const DecodeTokens x = tokens_of({q, k_cmp, v_cmp, k_slc, v_slc, k_win, v_win, gates});
+            const TensorView<float> o = view_of<float>(out, "out");
+            nb::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(g_pool_mutex);
+            c.prefill(seq, x, o, pool_locked());
+          },
+          "seq"_a, "q"_a.none(), "k_cmp"_a, "v_cmp"_a, "k_slc"_a.none(), "v_slc"_a.none(),
+          "k_win"_a.none(), "v_win"_a.none(), "gates"_a.none(), "out"_a.noconvert())
+      .def(
+          "append",
+          [](DecodeCache& c, index_t seq, nb::handle k_cmp, nb::handle v_cmp, nb::handle k_slc,
+             nb::handle v_slc, nb::handle k_win, nb::handle v_win) {
+            const nb::handle none = nb::none();
+            const DecodeTokens x = tokens_of({none, k_cmp, v_cmp, k_slc, v_slc, k_win, v_win, none});
+            nb::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(g_pool_mutex);
+            c.append(seq, x, pool_locked());
+          },
+          "seq"_a, "k_cmp"_a, "v_cmp"_a, "k_slc"_a.none(), "v_slc"_a.none(), "k_win"_a.none(),
+          "v_win"_a.none())
+      .def(
+          "step",
+          [](DecodeCache& c, const std::vector<index_t>& seqs, nb::handle q, nb::handle k_cmp,
+             nb::handle v_cmp, nb::handle k_slc, nb::handle v_slc, nb::handle k_win,
+             nb::handle v_win, nb::handle gates, MutArray out) {
+            const DecodeTokens x = tokens_of({q, k_cmp, v_cmp, k_slc, v_slc, k_win, v_win, gates});
+            const TensorView<float> o = view_of<float>(out, "out");
+            nb::gil_scoped_release release;
+            std::lock_guard<std::mutex> lock(g_pool_mutex);
+            c.step(seqs.data(), static_cast<index_t>(seqs.size()), x, o, pool_locked());
+          },
+          "seqs"_a, "q"_a, "k_cmp"_a, "v_cmp"_a, "k_slc"_a.none(), "v_slc"_a.none(),
+          "k_win"_a.none(), "v_win"_a.none(), "gates"_a, "out"_a.noconvert())
+      .def("reset", &DecodeCache::reset, "seq"_a)
+      .def("position", &DecodeCache::position, "seq"_a)
+      .def("num_cmp_blocks", &DecodeCache::num_cmp_blocks, "seq"_a)
+      .def("tokens_read", [](const DecodeCache& c, index_t seq, index_t kv_head) {
+        const TokensRead r = c.tokens_read(seq, kv_head);
+        nb::dict d;
+        d["cmp"] = r.cmp, d["slc"] = r.slc, d["win"] = r.win, d["total"] = r.total();
+        return d;
+      }, "seq"_a, "kv_head"_a)
+      .def("selected_blocks", &DecodeCache::selected_blocks, "seq"_a, "kv_head"_a)
+      .def("total_tokens_read", &DecodeCache::total_tokens_read)
+      .def("memory", [](const DecodeCache& c) {
+        const DecodeMemory mem = c.memory();
+        nb::dict d;
+        d["bytes"] = mem.bytes, d["chunk_bytes"] = mem.chunk_bytes, d["chunk_tokens"] = mem.chunk_tokens;
+        d["chunks"] = mem.chunks, d["tokens"] = mem.tokens, d["bytes_per_token"] = mem.bytes_per_token();
+        return d;
+      })
+      .def("save", [](const DecodeCache& c, const std::string& path) {
+        nb::gil_scoped_release release;
+        c.save(path);
+      }, "path"_a)
+      .def("load", [](DecodeCache& c, const std::string& path) {
+        nb::gil_scoped_release release;
+        c.load(path);
+      }, "path"_a);
 
   m.def("set_num_threads", &set_num_threads, "threads"_a,
         "Threads of the fp32 CPU kernels (0: all cores).");

@@ -3,6 +3,7 @@
     nsa.native_sparse_attention(q, k, v, g_cmp, g_slc, g_win, ...)   the op (autograd)
     nsa.NativeSparseAttention(hidden_size, num_heads, ...)            an nn.Module layer
     nsa.numpy.native_sparse_attention(...)                            forward on numpy arrays
+    nsa.DecodeCache(num_heads, num_kv_heads, head_dim, ...)           decoding with a cache
     nsa.Config, nsa.Error, nsa.set_num_threads
 
 Semantics: docs/nsa-spec.md. float32 runs the fast CPU kernels, float64 the float64
@@ -11,8 +12,9 @@ The torch parts need PyTorch; nsa.numpy works without it.
 """
 from . import _core, numpy
 from ._core import Config, Error, __version__, get_num_threads, set_num_threads
+from .decode import DecodeCache
 
-__all__ = ["Config", "Error", "__version__", "get_num_threads", "set_num_threads", "numpy"]
+__all__ = ["Config", "DecodeCache", "Error", "__version__", "get_num_threads", "set_num_threads", "numpy"]
 
 try:
     import torch as _torch  # noqa: F401

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from ._common import phi_names
+from .decode import DecodeCache
 from .functional import native_sparse_attention
 
 __all__ = ["NativeSparseAttention"]
@@ -71,7 +72,8 @@ class NativeSparseAttention(nn.Module):
             params[name] = nn.Parameter(p)
         return params
 
-    def forward(self, x, cu_seqlens=None):
+    def _project(self, x):
+        """q [B,T,H,d_k], k/v [B,T,H_kv,*] of the cmp branch, per-branch K/V, gates [B,T,H,3]."""
         B, T, _ = x.shape
         H, H_kv, d_k, d_v = self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim_v
         q = self.q_proj(x).view(B, T, H, d_k)
@@ -81,11 +83,46 @@ class NativeSparseAttention(nn.Module):
         # Per-branch K/V are strided views into one projection (last axis contiguous: no copy).
         per_branch = {} if self.shared_kv else dict(k_slc=k[:, :, 1], v_slc=v[:, :, 1],
                                                     k_win=k[:, :, 2], v_win=v[:, :, 2])
+        return q, k[:, :, 0], v[:, :, 0], per_branch, g
+
+    def forward(self, x, cu_seqlens=None):
+        B, T, _ = x.shape
+        q, k, v, per_branch, g = self._project(x)
         o = native_sparse_attention(
-            q, k[:, :, 0], v[:, :, 0], g[..., 0], g[..., 1], g[..., 2], **per_branch,
+            q, k, v, g[..., 0], g[..., 1], g[..., 2], **per_branch,
             phi_k=dict(self.phi_k) or None, phi_v=dict(self.phi_v) or None,
             cu_seqlens=cu_seqlens, **self.options)
-        return self.o_proj(o.reshape(B, T, H * d_v))
+        return self.o_proj(o.reshape(B, T, -1))
+
+    def new_cache(self, max_seqs=1, max_tokens=0, chunk_tokens=0):
+        """A DecodeCache for this layer (float32), holding a copy of its current phi weights."""
+        return DecodeCache(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim_v,
+                           phi_k=dict(self.phi_k) or None, phi_v=dict(self.phi_v) or None,
+                           shared_kv=self.shared_kv, max_seqs=max_seqs, max_tokens=max_tokens,
+                           chunk_tokens=chunk_tokens, **self.options)
+
+    @torch.no_grad()
+    def decode(self, x, cache, seqs=(0,)):
+        """Inference with a cache from new_cache(). x [len(seqs), T, hidden] -> [len(seqs), T, hidden]:
+        T == 1 appends one token to each sequence in `seqs`; T > 1 (one sequence) appends a prompt."""
+        B, T, _ = x.shape
+        seqs = list(seqs)
+        if len(seqs) != B:
+            raise ValueError(f"nsa: decode: x holds {B} sequences but seqs lists {len(seqs)}")
+        q, k, v, per_branch, g = self._project(x)
+        gates = (g[..., 0], g[..., 1], g[..., 2])
+        if T == 1:
+            at = lambda t: t[:, 0]
+            o = cache.step(seqs, at(q), at(k), at(v), *(at(t) for t in gates),
+                           **{n: at(t) for n, t in per_branch.items()})
+            o = o[:, None]
+        elif B == 1:
+            at = lambda t: t[0]
+            o = cache.prefill(seqs[0], at(q), at(k), at(v), *(at(t) for t in gates),
+                              **{n: at(t) for n, t in per_branch.items()})[None]
+        else:
+            raise ValueError("nsa: decode: a prompt (T > 1) is appended to one sequence at a time")
+        return self.o_proj(o.reshape(B, T, -1))
 
     def extra_repr(self):
         o = self.options

@@ -1,0 +1,129 @@
+"""nsa.DecodeCache (nsa::DecodeCache): decoding token by token gives the rows of the op's
+output on the same tokens (fp32 tolerance 1e-5), for shared and independent K/V, batched
+steps over sequences of different lengths, the layer's decode path, and save/load."""
+import numpy as np
+import pytest
+import torch
+
+import nsa
+from conftest import SMALL, make_problem, op_kwargs, positional, rel_err
+
+
+def cache_for(p, max_seqs=1, **kw):
+    H, d_k = p["q"].shape[2:]
+    H_kv, d_v = p["v"].shape[2:]
+    return nsa.DecodeCache(H, H_kv, d_k, d_v, phi_k=p["phi_k"], phi_v=p["phi_v"], shared_kv="k_slc" not in p,
+                           max_seqs=max_seqs, **SMALL, **kw)
+
+
+def branch_kv(p, at):
+    return {n: at(p[n]) for n in ("k_slc", "v_slc", "k_win", "v_win") if n in p}
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "independent"])
+def test_prefill_then_steps_match_the_op(shared):
+    p = make_problem(B=1, T=60, H=4, H_kv=2, d_k=8, d_v=6, dtype=torch.float32, shared=shared, seed=11)
+    full = nsa.native_sparse_attention(*positional(p), **op_kwargs(p), **SMALL)[0]
+    cache = cache_for(p)
+    P = 21
+    head = lambda t: t[0, :P]
+    o = cache.prefill(0, *(head(t) for t in positional(p)), **branch_kv(p, head))
+    assert o.shape == (P, 4, 6) and rel_err(o, full[:P]) < 1e-5
+    for t in range(P, 60):
+        row = lambda x: x[:, t]
+        o = cache.step([0], *(row(x) for x in positional(p)), **branch_kv(p, row))
+        assert rel_err(o[0], full[t]) < 1e-5, t
+    assert cache.position(0) == 60 and cache.num_cmp_blocks(0) == nsa.Config(**SMALL).num_cmp_blocks(60)
+    read = cache.tokens_read(0, 1)
+    assert read["total"] == read["cmp"] + read["slc"] + read["win"] and read["win"] == SMALL["window"]
+    # The last token's selection is the op's (its saved state) for row 59.
+    gates = torch.stack((p["g_cmp"], p["g_slc"], p["g_win"]), -1)
+    kv = [p.get(n, p[n[0]]) for n in ("k_slc", "v_slc", "k_win", "v_win")]
+    saved = nsa._core.forward(cache.config, p["q"], p["k"], p["v"], *kv, gates, p["phi_k"], p["phi_v"],
+                              None, torch.empty(1, 60, 4, 6), True)
+    for h in range(2):
+        assert cache.selected_blocks(0, h) == [b for b in saved.sel_blocks()[59, h] if b >= 0]
+
+
+def test_batched_steps_over_sequences_of_different_lengths():
+    a = make_problem(B=1, T=50, H=3, H_kv=1, d_k=4, d_v=4, dtype=torch.float32, seed=12)
+    b = make_problem(B=1, T=50, H=3, H_kv=1, d_k=4, d_v=4, dtype=torch.float32, seed=13)
+    b["phi_k"], b["phi_v"] = a["phi_k"], a["phi_v"]  # one layer: one phi
+    full = [nsa.native_sparse_attention(*positional(x), **op_kwargs(x), **SMALL)[0] for x in (a, b)]
+    cache = cache_for(a, max_seqs=3)
+    cache.prefill(2, *(t[0, :30] for t in positional(a)))   # sequence ids need not be dense
+    cache.prefill(0, *(t[0, :12] for t in positional(b)))
+    for i in range(20):
+        ta, tb = 30 + i, 12 + i
+        xs = [torch.stack((x[0, ta], y[0, tb])) for x, y in zip(positional(a), positional(b))]
+        o = cache.step([2, 0], *xs)
+        assert rel_err(o[0], full[0][ta]) < 1e-5 and rel_err(o[1], full[1][tb]) < 1e-5
+    assert (cache.position(2), cache.position(0), cache.position(1)) == (50, 32, 0)
+    cache.reset(2)
+    assert cache.position(2) == 0 and cache.memory()["tokens"] == 32
+
+
+def test_numpy_arrays_and_append():
+    p = make_problem(B=1, T=40, H=2, H_kv=2, d_k=4, d_v=4, dtype=torch.float32, seed=14)
+    full = nsa.native_sparse_attention(*positional(p), **op_kwargs(p), **SMALL)[0].numpy()
+    cache = cache_for(p)
+    arrays = [t[0].numpy() for t in positional(p)]
+    cache.append(0, arrays[1][:35], arrays[2][:35])  # K/V only, no outputs
+    out = np.empty((5, 2, 4), dtype=np.float32)
+    res = cache.prefill(0, *(x[35:] for x in arrays), out=out)  # continues token by token
+    assert res is out
+    np.testing.assert_allclose(out, full[35:], rtol=1e-5, atol=1e-6)
+
+
+def test_layer_decode_matches_forward():
+    torch.manual_seed(0)
+    layer = nsa.NativeSparseAttention(16, 4, 2, 8, shared_kv=False, **SMALL)
+    x = torch.randn(2, 36, 16)
+    with torch.no_grad():
+        full = layer(x)
+    cache = layer.new_cache(max_seqs=2)
+    first = [layer.decode(x[b:b + 1, :20], cache, seqs=[b]) for b in range(2)]
+    for b in range(2):
+        assert rel_err(first[b][0], full[b, :20]) < 1e-5
+    for t in range(20, 36):
+        y = layer.decode(x[:, t:t + 1], cache, seqs=[0, 1])
+        assert rel_err(y[:, 0], full[:, t]) < 1e-5
+
+
+def test_save_and_load_resume_decoding(tmp_path):
+    p = make_problem(B=1, T=48, H=2, H_kv=1, d_k=4, d_v=4, dtype=torch.float32, seed=15)
+    full = nsa.native_sparse_attention(*positional(p), **op_kwargs(p), **SMALL)[0]
+    cache = cache_for(p)
+    cache.prefill(0, *(t[0, :30] for t in positional(p)))
+    cache.save(tmp_path / "cache.bin")
+    restored = cache_for(p)
+    restored.load(tmp_path / "cache.bin")
+    assert restored.position(0) == 30
+    for t in range(30, 48):
+        o = restored.step([0], *(x[:, t] for x in positional(p)))
+        assert rel_err(o[0], full[t]) < 1e-5
+    other = make_problem(B=1, T=48, H=2, H_kv=1, d_k=4, d_v=4, dtype=torch.float32, seed=16)
+    with pytest.raises(nsa.Error, match="phi"):  # another layer's weights
+        cache_for(other).load(tmp_path / "cache.bin")
+    with pytest.raises(nsa.Error):
+        restored.load(tmp_path / "missing.bin")
+
+
+def test_decode_errors():
+    p = make_problem(B=1, T=20, H=2, H_kv=1, d_k=4, d_v=4, dtype=torch.float32, seed=17)
+    cache = cache_for(p, max_seqs=2, max_tokens=24)
+    row = lambda t: [x[:, t] for x in positional(p)]
+    with pytest.raises(nsa.Error, match="unknown sequence id 5"):
+        cache.step([5], *row(0))
+    with pytest.raises(nsa.Error, match="listed twice"):
+        cache.step([0, 0], *[torch.cat((x, x)) for x in row(0)])
+    with pytest.raises(TypeError, match="q has dtype float64, expected float32"):
+        cache.step([0], *[x.double() for x in row(0)])
+    with pytest.raises(nsa.Error, match="shares K/V between branches"):
+        cache.step([0], *row(0), k_slc=torch.zeros(1, 1, 4))
+    with pytest.raises(nsa.Error, match=r"phi_k.w1: expected shape \[4,16\]"):
+        nsa.DecodeCache(2, 1, 4, 4, phi_k=dict(p["phi_k"], w1=torch.zeros(4, 4)), phi_v=p["phi_v"], **SMALL)
+    cache.prefill(0, *(t[0] for t in positional(p)))
+    with pytest.raises(nsa.Error, match="sequence 0 is full"):
+        cache.prefill(0, *(t[0] for t in positional(p)))
+    assert cache.position(0) == 20  # all-or-nothing
