@@ -448,6 +448,24 @@ DecodeTokens tokens_of(const TokenArgs& a) {
   return x;
 }
 
+// A DecodeCache member function called under g_pool_mutex: prefill/step/append run with the
+// GIL released and that mutex held, so every other access to a cache takes it too.
+// (The mutex is never held while waiting for the GIL: no lock-order cycle.)
+template <class R, class C, class... A>
+auto locked(R (C::*f)(A...) const) {
+  return [f](const C& c, A... a) -> R {
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    return (c.*f)(a...);
+  };
+}
+template <class R, class C, class... A>
+auto locked(R (C::*f)(A...)) {
+  return [f](C& c, A... a) -> R {
+    std::lock_guard<std::mutex> lock(g_pool_mutex);
+    return (c.*f)(a...);
+  };
+}
+
 DecodeCache make_cache(const Config& c, index_t heads, index_t kv_heads, index_t d_k, index_t d_v,
                        bool shared_kv, index_t max_seqs, index_t max_tokens, index_t chunk_tokens,
                        nb::handle phi_k, nb::handle phi_v) {
@@ -622,19 +640,19 @@ NB_MODULE(_core, m) {
           },
           "seqs"_a, "q"_a, "k_cmp"_a, "v_cmp"_a, "k_slc"_a.none(), "v_slc"_a.none(),
           "k_win"_a.none(), "v_win"_a.none(), "gates"_a, "out"_a.noconvert())
-      .def("reset", &DecodeCache::reset, "seq"_a)
-      .def("position", &DecodeCache::position, "seq"_a)
-      .def("num_cmp_blocks", &DecodeCache::num_cmp_blocks, "seq"_a)
+      .def("reset", locked(&DecodeCache::reset), "seq"_a)
+      .def("position", locked(&DecodeCache::position), "seq"_a)
+      .def("num_cmp_blocks", locked(&DecodeCache::num_cmp_blocks), "seq"_a)
       .def("tokens_read", [](const DecodeCache& c, index_t seq, index_t kv_head) {
-        const TokensRead r = c.tokens_read(seq, kv_head);
+        const TokensRead r = locked(&DecodeCache::tokens_read)(c, seq, kv_head);
         nb::dict d;
         d["cmp"] = r.cmp, d["slc"] = r.slc, d["win"] = r.win, d["total"] = r.total();
         return d;
       }, "seq"_a, "kv_head"_a)
-      .def("selected_blocks", &DecodeCache::selected_blocks, "seq"_a, "kv_head"_a)
-      .def("total_tokens_read", &DecodeCache::total_tokens_read)
+      .def("selected_blocks", locked(&DecodeCache::selected_blocks), "seq"_a, "kv_head"_a)
+      .def("total_tokens_read", locked(&DecodeCache::total_tokens_read))
       .def("memory", [](const DecodeCache& c) {
-        const DecodeMemory mem = c.memory();
+        const DecodeMemory mem = locked(&DecodeCache::memory)(c);
         nb::dict d;
         d["bytes"] = mem.bytes, d["chunk_bytes"] = mem.chunk_bytes, d["chunk_tokens"] = mem.chunk_tokens;
         d["chunks"] = mem.chunks, d["tokens"] = mem.tokens, d["bytes_per_token"] = mem.bytes_per_token();
@@ -642,10 +660,12 @@ NB_MODULE(_core, m) {
       })
       .def("save", [](const DecodeCache& c, const std::string& path) {
         nb::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(g_pool_mutex);
         c.save(path);
       }, "path"_a)
       .def("load", [](DecodeCache& c, const std::string& path) {
         nb::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(g_pool_mutex);
         c.load(path);
       }, "path"_a);
 
