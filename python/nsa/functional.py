@@ -69,15 +69,17 @@ class NativeSparseAttentionFunction(torch.autograd.Function):
         names = phi_names(ctx.config.phi)
         phi_k, phi_v = _phi_dict(names, phi[: ctx.n_phi_k]), _phi_dict(names, phi[ctx.n_phi_k:])
         d_out = d_out.to(q.dtype).contiguous()  # autograd may hand in an expanded or strided tensor
-        dq, dk, dv, dgates = (torch.empty_like(t, memory_format=torch.contiguous_format) for t in (q, k, v, gates))
+        # Gradient buffers: contiguous, uninitialised (the library overwrites every element).
+        new = lambda t: torch.empty(t.shape, dtype=t.dtype)
+        dq, dk, dv, dgates = new(q), new(k), new(v), new(gates)
         own_ks, own_vs, own_kw, own_vw = ctx.own
         # Shared K/V: the same gradient buffer for every branch that shares the tensor, so the
         # library writes the sum (include/nsa/backward.h).
-        dks = torch.empty_like(ks) if own_ks else dk
-        dvs = torch.empty_like(vs) if own_vs else dv
-        dkw = torch.empty_like(kw) if own_kw else dk
-        dvw = torch.empty_like(vw) if own_vw else dv
-        dphi = [torch.empty_like(p) for p in phi]
+        dks = new(ks) if own_ks else dk
+        dvs = new(vs) if own_vs else dv
+        dkw = new(kw) if own_kw else dk
+        dvw = new(vw) if own_vw else dv
+        dphi = [new(p) for p in phi]
         inputs = tuple(_arr(t) for t in (q, k, v, ks, vs, kw, vw, gates)) + (phi_k, phi_v)
         grads = (dq, dk, dv, dks, dvs, dkw, dvw, dgates)
         dphi_k, dphi_v = _phi_dict(names, dphi[: ctx.n_phi_k]), _phi_dict(names, dphi[ctx.n_phi_k:])
