@@ -139,3 +139,17 @@ def test_backward_after_errors_still_works(p):
     x = {n: (t.clone().requires_grad_() if isinstance(t, torch.Tensor) else t) for n, t in p.items()}
     call(x).sum().backward()
     assert torch.isfinite(x["q"].grad).all()
+
+
+def test_numpy_arrays_dlpack_cannot_describe_raise(p):
+    """Byte-swapped arrays and fields of structured arrays have no DLPack form: TypeError.
+    Negative strides reach the library, which refuses them."""
+    arrays = [t.numpy() for t in positional(p)]
+    phi = {n: {k: v.numpy() for k, v in p[n].items()} for n in ("phi_k", "phi_v")}
+    swapped = arrays[0].astype(">f4")
+    field = np.zeros(arrays[0].shape, dtype=[("a", "<f4"), ("b", "u1")])["a"]
+    for q in (swapped, field):
+        with pytest.raises(TypeError):
+            nsa.numpy.native_sparse_attention(q, *arrays[1:], **phi, **SMALL)
+    with pytest.raises(nsa.Error, match=r"q: negative strides are not supported"):
+        nsa.numpy.native_sparse_attention(arrays[0][:, ::-1], *arrays[1:], **phi, **SMALL)
