@@ -97,6 +97,7 @@ struct DecodeMemory {
   }
 };
 
+// One caller at a time per cache (the calls that take a ThreadPool use its workers).
 class DecodeCache {
  public:
   // Copies phi's weights (the layer's parameters; sizes as in PhiWeights for this config).
@@ -135,8 +136,9 @@ class DecodeCache {
 
   index_t position(index_t seq) const;  // tokens stored = the position of the next token
   index_t num_cmp_blocks(index_t seq) const;
-  // Of the last token appended to `seq` (0 before any): tokens read, and the chosen
-  // selection blocks (ascending) of kv head `kv_head`.
+  // Of the last token appended to `seq` by prefill or step (zeros / empty before any, after
+  // append, and after load): tokens read, and the chosen selection blocks (ascending) of
+  // kv head `kv_head`.
   TokensRead tokens_read(index_t seq, index_t kv_head) const;
   std::vector<std::int32_t> selected_blocks(index_t seq, index_t kv_head) const;
   // Sum of tokens_read(...).total() over every token appended by step/prefill since creation.
