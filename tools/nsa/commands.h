@@ -1,0 +1,25 @@
+// The subcommands of the `nsa` tool. Each lives in its own file and registers itself on
+// the CLI11 app with one add_*_command(): it declares its options on a subcommand and
+// returns the action to run when that subcommand is the one given. main.cc only
+// dispatches.
+#pragma once
+
+#include <functional>
+
+namespace CLI {
+class App;
+}
+
+namespace nsa::cli {
+
+// One registered subcommand: its CLI11 node, and what it does once the command line is
+// parsed (returns the exit status).
+struct Command {
+  CLI::App* sub = nullptr;
+  std::function<int()> run;
+};
+
+Command add_version_command(CLI::App& app);  // version.cc: version, build, SIMD, CUDA
+Command add_check_command(CLI::App& app);    // check.cc: CPU kernels vs the float64 reference
+
+}  // namespace nsa::cli
