@@ -1,0 +1,154 @@
+// Per-target SIMD building blocks of the CPU backward kernels (Highway, compiled once per
+// target by each including .cc through foreach_target.h), on top of the forward's
+// attention_tile-inl.h (ScoreTile, MatMulABt):
+//   GemmAcc   C += A B or C += A^T B (A read through two strides), vectorised along the
+//             columns of B and C, register-blocked 4 rows x 2 vectors
+//   GradTile  one flash-backward tile: the probabilities P and dS of packed query rows
+//             against <= kKeyTile keys, recomputed from the saved log-sum-exp
+// Every reduction runs in a fixed order: bitwise reproducible for a given target.
+
+#if defined(NSA_CPU_BACKWARD_TILE_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef NSA_CPU_BACKWARD_TILE_INL_H_
+#undef NSA_CPU_BACKWARD_TILE_INL_H_
+#else
+#define NSA_CPU_BACKWARD_TILE_INL_H_
+#endif
+
+#include <algorithm>
+
+#include "cpu/attention_tile-inl.h"
+#include "cpu/backward/backward_kernels.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace nsa::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+// C[m][c] += sum_k A(m, k) * B[k][c] for m < M, k < K, c < N, with A(m, k) at
+// a[m * a_m + k * a_k]: (a_m, a_k) = (lda, 1) gives C += A B, (1, lda) gives C += A^T B.
+// Rows of B at b + k * ldb (any stride: keys straight from a strided view), rows of C at
+// c + m * ldc. Blocks of 4 rows of C x 2 vectors of columns: per k, two loads of B and four
+// broadcasts of A feed eight FMAs. Remainder rows re-read a valid row (clamped index) and
+// store identical values; a lone last vector is computed twice (same value). Scalar tail
+// for the last N % lanes columns.
+inline void GemmAcc(const float* a, index_t a_m, index_t a_k, const float* b, index_t ldb,
+                    index_t M, index_t K, index_t N, float* c, index_t ldc) {
+  if (M <= 0 || K <= 0 || N <= 0) return;
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t Nv = N - N % NL;
+  for (index_t m0 = 0; m0 < M; m0 += 4) {
+    const index_t m[4] = {m0, std::min(m0 + 1, M - 1), std::min(m0 + 2, M - 1),
+                          std::min(m0 + 3, M - 1)};
+    const float* a0 = a + m[0] * a_m;
+    const float* a1 = a + m[1] * a_m;
+    const float* a2 = a + m[2] * a_m;
+    const float* a3 = a + m[3] * a_m;
+    float* c0 = c + m[0] * ldc;
+    float* c1 = c + m[1] * ldc;
+    float* c2 = c + m[2] * ldc;
+    float* c3 = c + m[3] * ldc;
+    for (index_t j = 0; j < Nv; j += 2 * NL) {
+      const index_t j1 = j + NL < Nv ? j + NL : j;
+      auto x00 = hn::LoadU(d, c0 + j), x01 = hn::LoadU(d, c0 + j1);
+      auto x10 = hn::LoadU(d, c1 + j), x11 = hn::LoadU(d, c1 + j1);
+      auto x20 = hn::LoadU(d, c2 + j), x21 = hn::LoadU(d, c2 + j1);
+      auto x30 = hn::LoadU(d, c3 + j), x31 = hn::LoadU(d, c3 + j1);
+      const float* bk = b;
+      for (index_t k = 0; k < K; ++k, bk += ldb) {
+        const auto b0 = hn::LoadU(d, bk + j), b1 = hn::LoadU(d, bk + j1);
+        const index_t ak = k * a_k;
+        const auto s0 = hn::Set(d, a0[ak]);
+        x00 = hn::MulAdd(s0, b0, x00);
+        x01 = hn::MulAdd(s0, b1, x01);
+        const auto s1 = hn::Set(d, a1[ak]);
+        x10 = hn::MulAdd(s1, b0, x10);
+        x11 = hn::MulAdd(s1, b1, x11);
+        const auto s2 = hn::Set(d, a2[ak]);
+        x20 = hn::MulAdd(s2, b0, x20);
+        x21 = hn::MulAdd(s2, b1, x21);
+        const auto s3 = hn::Set(d, a3[ak]);
+        x30 = hn::MulAdd(s3, b0, x30);
+        x31 = hn::MulAdd(s3, b1, x31);
+      }
+      // Reverse order: clamped duplicate rows alias the last real row with equal values.
+      hn::StoreU(x31, d, c3 + j1);
+      hn::StoreU(x30, d, c3 + j);
+      hn::StoreU(x21, d, c2 + j1);
+      hn::StoreU(x20, d, c2 + j);
+      hn::StoreU(x11, d, c1 + j1);
+      hn::StoreU(x10, d, c1 + j);
+      hn::StoreU(x01, d, c0 + j1);
+      hn::StoreU(x00, d, c0 + j);
+    }
+    for (index_t x = 0; x < 4 && m0 + x < M; ++x) {
+      const float* ar = a + (m0 + x) * a_m;
+      float* cr = c + (m0 + x) * ldc;
+      for (index_t j = Nv; j < N; ++j) {
+        float sum = cr[j];
+        for (index_t k = 0; k < K; ++k) sum += ar[k * a_k] * b[k * ldb + j];
+        cr[j] = sum;
+      }
+    }
+  }
+}
+
+// Packed query rows of one branch, the inputs of GradTile. Row r:
+//   q    [R, d_k]  query times the softmax scale
+//   d_o  [R, d_v]  dL/d o (the combined output's gradient, not yet gated)
+//   gate [R]       the branch's gate (1 for dense attention)
+//   lse  [R]       the branch's saved log-sum-exp
+//   dot  [R]       d_o . o_b (o_b the branch output), so that D = gate * dot
+//   lo, hi [R]     visible keys lo <= s < hi (null: every key of the tile)
+struct RowPack {
+  const float *q, *d_o, *gate, *lse, *dot;
+  const index_t *lo, *hi;
+  index_t rows, d_k, d_v;
+};
+
+// One tile of the flash backward. For rows r < R and keys s0 .. s0+n-1 (n <= kKeyTile):
+//   P[r][j]  = gate_r * exp(q_r . k_j - lse_r)        (0 where masked)
+//   dS[r][j] = P[r][j] * (d_o_r . v_j - dot_r)        = dL/d(scaled score), gate folded in
+// both [R, kKeyTile]; columns n .. n_pad are 0. Then dV_j += sum_r P[r][j] d_o_r,
+// dK_j += sum_r dS[r][j] q_r (q pre-scaled), dq_r += scale * sum_j dS[r][j] k_j.
+// kt: [max(d_k, d_v), kKeyTile] scratch for ScoreTile's transposed tile.
+inline void GradTile(const RowPack& rp, const KeyValues& kv, index_t s0, index_t n, float* P,
+                     float* dS, float* kt) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t n_pad = (n + NL - 1) / NL * NL, R = rp.rows;
+  ScoreTile(rp.q, R, rp.d_k, kv, s0, n, rp.lo, rp.hi, P, kt);  // scores, -inf where masked
+  const KeyValues values{kv.v, kv.v_stride, nullptr, 0};
+  ScoreTile(rp.d_o, R, rp.d_v, values, s0, n, nullptr, nullptr, dS, kt);  // d_o . v
+  const auto neg_inf = hn::Set(d, kNegInf);
+  for (index_t r = 0; r < R; ++r) {
+    float* prow = P + r * kKeyTile;
+    float* drow = dS + r * kKeyTile;
+    const auto lse = hn::Set(d, rp.lse[r]), dot = hn::Set(d, rp.dot[r]);
+    const auto gate = hn::Set(d, rp.gate[r]);
+    for (index_t j = 0; j < n_pad; j += NL) {
+      const auto s = hn::LoadU(d, prow + j);
+      const auto visible = hn::Ne(s, neg_inf);
+      // lse = -inf only for rows that see no key at all: then every s is -inf too.
+      const auto p = hn::IfThenElseZero(visible, hn::Mul(gate, hn::Exp(d, hn::Sub(s, lse))));
+      const auto ds = hn::IfThenElseZero(visible, hn::Mul(p, hn::Sub(hn::LoadU(d, drow + j), dot)));
+      hn::StoreU(p, d, prow + j);
+      hn::StoreU(ds, d, drow + j);
+    }
+  }
+}
+
+// Sizes the per-tile scratch of GradTile for R rows.
+inline void ReserveGradScratch(index_t R, index_t d_k, index_t d_v, BwdScratch& s) {
+  const size_t tile = static_cast<size_t>(R * kKeyTile);
+  if (s.p.size() < tile) s.p.resize(tile);
+  if (s.ds.size() < tile) s.ds.resize(tile);
+  const size_t kt = static_cast<size_t>(std::max(d_k, d_v) * kKeyTile);
+  if (s.kt.size() < kt) s.kt.resize(kt);
+}
+
+}  // namespace nsa::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // per-target include guard
