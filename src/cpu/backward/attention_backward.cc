@@ -70,15 +70,16 @@ void KeyTileBackward(const GradProblem& gp, const BranchGrad& br, const SeqSpan&
   s.dk.assign(static_cast<size_t>(n * d_k), 0.0f);
   s.dv.assign(static_cast<size_t>(n * d_v), 0.0f);
   const index_t chunk = tile_tokens(G), num_tokens = static_cast<index_t>(s.tokens.size());
+  ReserveGradScratch(chunk * G, d_k, d_v, s);
+  TransposeKeyValues(kv, s0, n, d_k, d_v, s);  // once for every chunk of rows
   for (index_t c0 = 0; c0 < num_tokens; c0 += chunk) {
     const index_t count = std::min(chunk, num_tokens - c0), R = count * G;
     const index_t* tokens = s.tokens.data() + c0;
     PackQueryRows(gp, seq, kvh, tokens, 0, count, s);
     PackBranchRows(gp, br, seq, kvh, tokens, 0, count, 0, s);
-    ReserveGradScratch(R, d_k, d_v, s);
     const RowPack rp{s.q.data(), s.d_o.data(), s.gate.data(), s.lse.data(), s.dot.data(),
                      s.lo.data(), s.hi.data(), R, d_k, d_v};
-    GradTile(rp, kv, s0, n, s.p.data(), s.ds.data(), s.kt.data());
+    GradTile(rp, s.ktk.data(), s.ktv.data(), s0, n, s.p.data(), s.ds.data());
     // dV [n, d_v] += P^T d_o;  dK [n, d_k] += dS^T q (q already scaled).
     GemmAcc(s.p.data(), 1, kKeyTile, s.d_o.data(), d_v, n, R, d_v, s.dv.data(), d_v);
     GemmAcc(s.ds.data(), 1, kKeyTile, s.q.data(), d_k, n, R, d_k, s.dk.data(), d_k);
@@ -97,24 +98,39 @@ void QueryTileBackward(const GradProblem& gp, const BranchGrad* branches, const 
     const KeyValues& kv = kvs[bi];
     PackBranchRows(gp, br, seq, kvh, nullptr, t0, tokens, 0, s);
     if (br.sel != nullptr) {
-      // Selection: each token's G rows against its chosen blocks, adjacent blocks merged
-      // into one key range (as in the forward), keys s <= t.
+      // Selection: the tile's tokens mostly choose the same blocks (the forced ones, and
+      // neighbours score alike), so each block of the union of their choices is scored once
+      // against all R rows, a row masked out entirely (lo = hi = 0: P = dS = 0, it adds
+      // exact zeros) unless its token chose the block, and to keys s <= t otherwise.
+      s.blocks.clear();
       for (index_t tok = 0; tok < tokens; ++tok) {
-        const index_t t = t0 + tok, r0 = tok * G;
-        const std::int32_t* blocks = br.sel + ((seq.row0 + t) * gp.kv_heads + kvh) * br.top_n;
-        const RowPack rp{s.q.data() + r0 * d_k, s.d_o.data() + r0 * d_v, s.gate.data() + r0,
-                         s.lse.data() + r0, s.dot.data() + r0, nullptr, nullptr, G, d_k, d_v};
-        for (index_t k = 0; k < br.top_n && blocks[k] >= 0;) {
-          const index_t begin = blocks[k] * br.sel_len;
-          index_t end = begin;
-          for (; k < br.top_n && blocks[k] >= 0 && blocks[k] * br.sel_len == end; ++k) end += br.sel_len;
-          end = std::min(end, t + 1);
-          for (index_t k0 = begin; k0 < end; k0 += kKeyTile) {
-            const index_t n = std::min(kKeyTile, end - k0);
-            GradTile(rp, kv, k0, n, s.p.data(), s.ds.data(), s.kt.data());
-            GemmAcc(s.ds.data(), kKeyTile, 1, kv.k + k0 * kv.k_stride, kv.k_stride, G, n, d_k,
-                    s.dq.data() + r0 * d_k, d_k);
+        const std::int32_t* chosen = br.sel + ((seq.row0 + t0 + tok) * gp.kv_heads + kvh) * br.top_n;
+        for (index_t k = 0; k < br.top_n && chosen[k] >= 0; ++k) s.blocks.push_back(chosen[k]);
+      }
+      std::sort(s.blocks.begin(), s.blocks.end());
+      s.blocks.erase(std::unique(s.blocks.begin(), s.blocks.end()), s.blocks.end());
+      const RowPack rp{s.q.data(), s.d_o.data(), s.gate.data(), s.lse.data(), s.dot.data(),
+                       s.lo.data(), s.hi.data(), R, d_k, d_v};
+      for (const std::int32_t j : s.blocks) {
+        const index_t begin = j * br.sel_len;
+        index_t end = begin;
+        for (index_t tok = 0; tok < tokens; ++tok) {
+          const index_t t = t0 + tok;
+          const std::int32_t* chosen = br.sel + ((seq.row0 + t) * gp.kv_heads + kvh) * br.top_n;
+          const bool has = std::find(chosen, chosen + br.top_n, j) != chosen + br.top_n;
+          const index_t hi = has ? std::min(begin + br.sel_len, t + 1) : 0;
+          end = std::max(end, hi);
+          for (index_t g = 0; g < G; ++g) {
+            s.lo[tok * G + g] = has ? begin : 0;
+            s.hi[tok * G + g] = hi;
           }
+        }
+        for (index_t k0 = begin; k0 < end; k0 += kKeyTile) {
+          const index_t n = std::min(kKeyTile, end - k0);
+          TransposeKeyValues(kv, k0, n, d_k, d_v, s);
+          GradTile(rp, s.ktk.data(), s.ktv.data(), k0, n, s.p.data(), s.ds.data());
+          GemmAcc(s.ds.data(), kKeyTile, 1, kv.k + k0 * kv.k_stride, kv.k_stride, R, n, d_k,
+                  s.dq.data(), d_k);
         }
       }
       continue;
@@ -125,7 +141,8 @@ void QueryTileBackward(const GradProblem& gp, const BranchGrad* branches, const 
                      s.lo.data(), s.hi.data(), R, d_k, d_v};
     for (index_t k0 = key0; k0 < key1; k0 += kKeyTile) {
       const index_t n = std::min(kKeyTile, key1 - k0);
-      GradTile(rp, kv, k0, n, s.p.data(), s.ds.data(), s.kt.data());
+      TransposeKeyValues(kv, k0, n, d_k, d_v, s);
+      GradTile(rp, s.ktk.data(), s.ktv.data(), k0, n, s.p.data(), s.ds.data());
       GemmAcc(s.ds.data(), kKeyTile, 1, kv.k + k0 * kv.k_stride, kv.k_stride, R, n, d_k,
               s.dq.data(), d_k);
     }

@@ -58,10 +58,12 @@ struct GradProblem {
 // Per-worker scratch, reused across tasks (grown on demand).
 struct BwdScratch {
   std::vector<index_t> tokens;          // query positions of a key tile
+  std::vector<std::int32_t> blocks;     // selection blocks chosen by a query tile
   std::vector<float> q, d_o;            // packed rows [R, d_k] (scaled), [R, d_v]
   std::vector<float> gate, lse, dot;    // [R] (query-major: [3, R])
   std::vector<index_t> lo, hi;          // [R] (query-major: [3, R])
-  std::vector<float> p, ds, kt;         // [R, kKeyTile] x 2, [max(d_k, d_v), kKeyTile]
+  std::vector<float> p, ds;             // [R, kKeyTile] probabilities, dS
+  std::vector<float> ktk, ktv;          // transposed key tile [d_k, kKeyTile], values [d_v, kKeyTile]
   std::vector<float> dk, dv, dq;        // accumulators: [n, d_k], [n, d_v], [R, d_k]
 };
 
