@@ -403,12 +403,8 @@ void backward_t(const Saved& s, const Args& a, Array d_out_array, const GradArgs
 
   nb::gil_scoped_release release;
   if constexpr (std::is_same_v<T, float>) {
-#ifdef NSA_HAVE_CPU_BACKWARD
     std::lock_guard<std::mutex> lock(g_pool_mutex);
     nsa::nsa_backward(c, in, std::get<0>(s.state), d_out, grads, pool_locked());
-#else
-    throw Error("this build has no fp32 CPU backward yet; use float64");
-#endif
   } else {
     reference::nsa_backward(c, in, std::get<1>(s.state), d_out, grads);
   }
@@ -488,11 +484,6 @@ NB_MODULE(_core, m) {
   using namespace nsa::python;
   m.doc() = "nsa._core: the C++ library behind the nsa package (use the nsa module instead)";
   m.attr("__version__") = kVersion;
-#ifdef NSA_HAVE_CPU_BACKWARD
-  m.attr("has_fp32_backward") = true;
-#else
-  m.attr("has_fp32_backward") = false;
-#endif
   nb::exception<Error>(m, "Error", PyExc_ValueError);
   // Saved states live in autograd graphs and Configs in a cache until interpreter exit;
   // nanobind would report those as leaks at shutdown.

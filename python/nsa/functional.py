@@ -83,28 +83,7 @@ class NativeSparseAttentionFunction(torch.autograd.Function):
         inputs = tuple(_arr(t) for t in (q, k, v, ks, vs, kw, vw, gates)) + (phi_k, phi_v)
         grads = (dq, dk, dv, dks, dvs, dkw, dvw, dgates)
         dphi_k, dphi_v = _phi_dict(names, dphi[: ctx.n_phi_k]), _phi_dict(names, dphi[ctx.n_phi_k:])
-        state = ctx.state
-        if state.dtype == "float32" and not _core.has_fp32_backward:
-            # Until the fp32 CPU backward is in the library: the float64 reference, with the
-            # selection recomputed in float64 (equal to the fp32 one away from near-ties).
-            up = lambda x: None if x is None else (
-                {n: t.double() for n, t in x.items()} if isinstance(x, dict) else x.double())
-            inputs = tuple(up(x) for x in inputs)
-            out64 = torch.empty(d_out.shape, dtype=torch.float64)
-            state = _core.forward(ctx.config, *inputs, ctx.cu_seqlens, out64, True)
-            grads64 = tuple(torch.empty_like(g, dtype=torch.float64) for g in grads)
-            # keep aliasing: shared buffers stay shared
-            alias = {id(g): g64 for g, g64 in zip(grads[:3], grads64[:3])}
-            grads64 = tuple(alias.get(id(g), g64) for g, g64 in zip(grads, grads64))
-            dphi64 = [torch.empty_like(p, dtype=torch.float64) for p in dphi]
-            _run_backward(state, inputs, ctx.cu_seqlens, d_out.double(), grads64,
-                          (_phi_dict(names, dphi64[: ctx.n_phi_k]), _phi_dict(names, dphi64[ctx.n_phi_k:])))
-            for g, g64 in zip(grads, grads64):
-                g.copy_(g64)
-            for p, p64 in zip(dphi, dphi64):
-                p.copy_(p64)
-        else:
-            _run_backward(state, inputs, ctx.cu_seqlens, d_out, grads, (dphi_k, dphi_v))
+        _run_backward(ctx.state, inputs, ctx.cu_seqlens, d_out, grads, (dphi_k, dphi_v))
         return (None, None, None, dq, dk, dv, dks if own_ks else None, dvs if own_vs else None,
                 dkw if own_kw else None, dvw if own_vw else None, dgates, *dphi)
 

@@ -123,3 +123,5 @@ def rel_err(x, ref):
 
 # The fp32 kernels' results are reproducible for a fixed thread count; CI has 2 cores.
 nsa.set_num_threads(2)
+# torch's own threads only slow these tiny problems down (badly on a busy machine).
+torch.set_num_threads(1)

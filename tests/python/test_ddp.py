@@ -43,6 +43,7 @@ def test_ddp_two_processes_match_one(tmp_path):
     loss_fn(model, x, y).backward()
     assert set(ddp_grads) == {n for n, _ in model.named_parameters()}
     for name, p in model.named_parameters():
-        g = ddp_grads[name]
-        err = (g - p.grad).norm() / p.grad.norm().clamp_min(1e-12)
-        assert err < 1e-5, f"{name}: relative difference {err:.2e}"
+        # Relative 1e-5 (fp32, other summation order); plus an absolute 1e-8 for gradients that
+        # are zero by structure and hold only rounding noise (phi_k.b2: ~1e-10).
+        diff = (ddp_grads[name] - p.grad).norm().item()
+        assert diff <= 1e-5 * p.grad.norm().item() + 1e-8, f"{name}: difference {diff:.2e}"
