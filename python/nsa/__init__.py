@@ -6,7 +6,7 @@
     nsa.DecodeCache(num_heads, num_kv_heads, head_dim, ...)           decoding with a cache
     nsa.Config, nsa.Error, nsa.set_num_threads
 
-Semantics: docs/nsa-spec.md. float32 runs the fast CPU kernels, float64 the float64
+Semantics: ../shared/docs/nsa-spec.md (the project spec). float32 runs the fast CPU kernels, float64 the float64
 reference. Tensors cross into C++ through DLPack without copies.
 The torch parts need PyTorch; nsa.numpy works without it.
 """

@@ -92,7 +92,7 @@ def native_sparse_attention(q, k, v, g_cmp, g_slc, g_win, *, k_slc=None, v_slc=N
                             v_win=None, phi_k=None, phi_v=None, block_len=32, stride=16, sel_block=64,
                             top_n=16, n_init=1, n_local=2, window=512, scale=None, phi="mlp",
                             cu_seqlens=None, out=None):
-    r"""Native Sparse Attention (Yuan et al., 2025) as specified in docs/nsa-spec.md.
+    r"""Native Sparse Attention (Yuan et al., 2025) as specified in ../shared/docs/nsa-spec.md.
 
     o = g_cmp * o_cmp + g_slc * o_slc + g_win * o_win, per token and query head, where
     o_cmp attends to phi-compressed blocks of K/V, o_slc to the ``top_n`` highest-scoring
