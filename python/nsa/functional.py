@@ -140,7 +140,8 @@ def native_sparse_attention(q, k, v, g_cmp, g_slc, g_win, *, k_slc=None, v_slc=N
     window branch cannot be switched off: use g_win = 0); compression here is a learnable
     phi over overlapping blocks (``block_len``, ``stride``) rather than mean pooling over
     selection blocks (``phi="mean"`` gives pooling); no ``block_indices`` (the selection is
-    always computed), no ``head_first``; per-branch K/V are accepted. Errors raise nsa.Error
+    always computed), no ``head_first`` flag (pass ``x.transpose(1, 2)`` of head-major tensors:
+    any stride order is read in place); per-branch K/V are accepted. Errors raise nsa.Error
     (a ValueError) or TypeError with the library's message.
     """
     tensors = {"q": q, "k": k, "v": v, "g_cmp": g_cmp, "g_slc": g_slc, "g_win": g_win}

@@ -3,6 +3,7 @@
 // every implementation accepts and rejects exactly the same inputs.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -45,10 +46,23 @@ void check_view(const TensorView<T>& v, const char* name) {
   for (int i = 0; i < 3; ++i)
     if (v.stride[i] < 0)
       throw Error(std::string(name) + ": negative strides are not supported");
-  if (v.stride[2] < v.shape[3] || v.stride[1] < v.shape[2] * v.stride[2] ||
-      (v.shape[0] > 1 && v.stride[0] < v.shape[1] * v.stride[1]))
-    throw Error(std::string(name) + ": strides overlap (dim must be contiguous and rows must not alias), shape " +
-                shape_string(v.shape));
+  // No two elements may share memory: order the outer axes (batch, token, head) of size > 1
+  // by stride; each must step past everything the axes inside it span. Any axis order is
+  // accepted, e.g. head-major [B, H, T, d] memory viewed as [B, T, H, d].
+  struct Axis {
+    index_t size, stride;
+  };
+  std::vector<Axis> axes;
+  for (int i = 0; i < 3; ++i)
+    if (v.shape[i] > 1) axes.push_back({v.shape[i], v.stride[i]});
+  std::sort(axes.begin(), axes.end(), [](const Axis& a, const Axis& b) { return a.stride < b.stride; });
+  index_t span = v.shape[3];  // elements covered by the axes inside (dim is contiguous)
+  for (const Axis& a : axes) {
+    if (a.stride < span)
+      throw Error(std::string(name) + ": strides overlap (dim must be contiguous and rows must not alias), shape " +
+                  shape_string(v.shape));
+    span = a.stride * a.size;
+  }
 }
 
 template <class T>

@@ -241,7 +241,10 @@ int main(int argc, char** argv) {
     CHECK_STATUS(nsa_decode_step(cache, 2, NULL, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "seqs is NULL");
     CHECK_STATUS(nsa_decode_step(cache, 2, ids, NULL, out_a), NSA_ERR_INVALID_ARGUMENT, "tokens is NULL");
     CHECK_STATUS(nsa_decode_step(cache, 2, ids, &x, NULL), NSA_ERR_INVALID_ARGUMENT, "out is NULL");
-    CHECK_STATUS(nsa_decode_step(cache, 3, ids, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "unknown sequence id");
+    {
+      int64_t three[3] = {0, 1, 9};  /* the cache holds sequences 0 and 1 only */
+      CHECK_STATUS(nsa_decode_step(cache, 3, three, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "unknown sequence id 9");
+    }
     {
       int64_t unknown[2] = {0, 7}, twice[2] = {1, 1};
       CHECK_STATUS(nsa_decode_step(cache, 2, unknown, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "unknown sequence id 7");
