@@ -21,5 +21,6 @@ struct Command {
 
 Command add_version_command(CLI::App& app);  // version.cc: version, build, SIMD, CUDA
 Command add_check_command(CLI::App& app);    // check.cc: CPU kernels vs the float64 reference
+Command add_bench_command(CLI::App& app);    // bench.cc: NSA vs full attention speed, paper figures
 
 }  // namespace nsa::cli

@@ -3,6 +3,7 @@
 //   nsa --help             the commands
 //   nsa version            version, build type, SIMD targets, CUDA
 //   nsa check [options]    fp32 CPU kernels against the float64 reference
+//   nsa bench [options]    NSA vs full attention: times, speed-ups, % of FMA peak
 //
 // Every command sits in its own file (commands.h); this file parses and dispatches.
 #include <CLI/CLI.hpp>
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   const std::vector<nsa::cli::Command> commands = {
       nsa::cli::add_version_command(app),
       nsa::cli::add_check_command(app),
+      nsa::cli::add_bench_command(app),
   };
 
   CLI11_PARSE(app, argc, argv);

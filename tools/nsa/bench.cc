@@ -1,0 +1,455 @@
+// nsa bench: NSA against full (dense causal) attention on this machine, phase by phase,
+// in the paper's terms (Yuan et al., 2025, Figure 6 and Table 4).
+//
+//   nsa bench                         T = 16384, phases forward + decode (< 60 s on 2 cores)
+//   nsa bench --paper                 T = 8k, 16k, 32k, 64k, every phase (long)
+//   nsa bench --phases backward --tokens 4096 --reps 3 --json out.json
+//
+// Shape by default: one GQA group of the paper's model, H = 16, H_kv = 1, d_k = 192,
+// d_v = 128, batch 1, the paper's NSA config (l=32, d=16, l'=64, n=16, w=512, mlp phi),
+// shared K/V for the three branches, fp32 CPU kernels, every hardware thread.
+//
+// Phases, each timed for dense and NSA:
+//   forward   dense_forward vs nsa_forward (without saving state);
+//   backward  dense_backward vs nsa_backward; the forward that produces lse / NsaSaved runs
+//             once, untimed. Not in the default phases: at T = 16384 the dense backward alone
+//             takes tens of seconds on two cores. Its repetitions default to 1 (--backward-reps);
+//   decode    one step against a cache of T tokens: DecodeCache::step (filled with append,
+//             no outputs) vs dense_decode_step over the same T tokens; the median of
+//             --decode-steps steps, each timed on its own.
+// Every phase reports the median of --reps runs (min and max beside it), the speed-up
+// dense / NSA, achieved GFLOP/s and its share of the fp32 FMA peak the bench measures at
+// start (bench_peak.h), and the paper's speed-up where the paper gives one.
+//
+// FLOPs counted (one multiply-add = 2): per query and head, every key read costs
+// 2 (d_k + d_v) (q.k and p.v).
+//   dense forward   H 2 (d_k + d_v) T (T + 1) / 2; backward 2.5x the forward;
+//   NSA forward     per query t: visible cmp blocks + min(t + 1, n l') selected tokens
+//                   + min(t + 1, w) window tokens (phi and gates not counted); backward 2.5x;
+//   decode step     tokens read x H 2 (d_k + d_v); NSA tokens read from
+//                   DecodeCache::tokens_read, dense T.
+// tokens_read: decode, tokens read per step (per kv group); forward/backward, the mean over
+// queries of tokens read per query.
+//
+// --json FILE ('-': stdout) writes
+//   {"machine": {"fma_peak_gflops", "threads", "cpu"},
+//    "results": [{"T", "phase", "impl", "ms", "ms_min", "ms_max", "gflops", "tokens_read"}]}
+// with phase forward|backward|decode and impl dense|nsa.
+// --plot is not implemented (no plotting library is a dependency of this project).
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench_peak.h"
+#include "commands.h"
+#include "nsa/decode.h"
+#include "nsa/error.h"
+#include "nsa/nsa.h"
+
+namespace nsa::cli {
+namespace {
+
+struct BenchOptions {
+  std::vector<index_t> tokens{16384};
+  bool paper = false;
+  index_t heads = 16, kv_heads = 1, d_k = 192, d_v = 128;
+  int threads = 0;  // 0: every hardware thread
+  int reps = 3;
+  int backward_reps = 1;
+  int decode_steps = 32;
+  std::vector<std::string> phases{"forward", "decode"};
+  std::string json;
+};
+
+struct Result {
+  index_t T = 0;
+  std::string phase, impl;
+  double ms = 0, ms_min = 0, ms_max = 0, gflops = 0, tokens_read = 0;
+};
+
+struct Timing {
+  double ms = 0, ms_min = 0, ms_max = 0;
+};
+
+Timing summarize(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  const double median = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  return {median, ms.front(), ms.back()};
+}
+
+Timing time_reps(int reps, const std::function<void()>& fn) {
+  std::vector<double> ms;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return summarize(std::move(ms));
+}
+
+// Cheap deterministic values in [-scale, scale) + offset: generating 200M values with
+// std::normal_distribution would take longer than the forward at T = 64k.
+void fill(std::vector<float>& v, index_t n, float scale, std::uint64_t seed, float offset = 0.0f) {
+  v.resize(static_cast<size_t>(n));
+  std::uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& e : v) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    e = offset + scale * (static_cast<float>(x >> 40) * (2.0f / 16777216.0f) - 1.0f);
+  }
+}
+
+// Inputs of one sequence of T tokens (batch 1, shared K/V) and the buffers of every phase.
+struct BenchData {
+  index_t T, H, H_kv, d_k, d_v;
+  std::vector<float> q, k, v, gates, out;
+  std::vector<float> phi_k[5], phi_v[5];  // pe, w1, b1, w2, b2
+
+  BenchData(const Config& config, const BenchOptions& o, index_t tokens)
+      : T(tokens), H(o.heads), H_kv(o.kv_heads), d_k(o.d_k), d_v(o.d_v) {
+    // Uniform in [-sqrt3, sqrt3): unit variance like N(0, 1).
+    fill(q, T * H * d_k, 1.732f, 1);
+    fill(k, T * H_kv * d_k, 1.732f, 2);
+    fill(v, T * H_kv * d_v, 1.732f, 3);
+    fill(gates, T * H * 3, 0.4f, 4, 0.5f);
+    out.resize(static_cast<size_t>(T * H * d_v));
+    fill_phi(config, d_k, phi_k, 10);
+    fill_phi(config, d_v, phi_v, 20);
+  }
+
+  static void fill_phi(const Config& c, index_t dim, std::vector<float>* p, std::uint64_t seed) {
+    const index_t l = c.block_len(), hidden = c.phi_hidden_for(dim);
+    fill(p[0], l * dim, 0.5f, seed);
+    fill(p[1], hidden * l * dim, 1.732f / std::sqrt(static_cast<float>(l * dim)), seed + 1);
+    fill(p[2], hidden, 0.1f, seed + 2);
+    fill(p[3], dim * hidden, 1.732f / std::sqrt(static_cast<float>(hidden)), seed + 3);
+    fill(p[4], dim, 0.1f, seed + 4);
+  }
+  static PhiWeights<float> weights(const std::vector<float>* p) {
+    return {p[0].data(), p[1].data(), p[2].data(), p[3].data(), p[4].data(), nullptr};
+  }
+
+  template <class U>
+  TensorView<U> view(U* data, index_t heads, index_t dim) const {
+    return contiguous_view(data, 1, T, heads, dim);
+  }
+  NsaInputs<float> nsa_inputs() const {
+    NsaInputs<float> in;
+    in.q = view(q.data(), H, d_k);
+    in.k_cmp = in.k_slc = in.k_win = view(k.data(), H_kv, d_k);  // shared K/V
+    in.v_cmp = in.v_slc = in.v_win = view(v.data(), H_kv, d_v);
+    in.gates = view(gates.data(), H, 3);
+    in.phi_k = weights(phi_k);
+    in.phi_v = weights(phi_v);
+    return in;
+  }
+  DenseInputs<float> dense_inputs() const {
+    DenseInputs<float> in;
+    in.q = view(q.data(), H, d_k);
+    in.k = view(k.data(), H_kv, d_k);
+    in.v = view(v.data(), H_kv, d_v);
+    return in;
+  }
+};
+
+// Keys read per query, summed over the T queries of a causal sequence.
+double dense_keys_read(index_t T) { return 0.5 * static_cast<double>(T) * static_cast<double>(T + 1); }
+double nsa_keys_read(const Config& c, index_t T) {
+  const index_t slc_cap = static_cast<index_t>(c.top_n()) * c.sel_block();
+  double sum = 0;
+  for (index_t t = 0; t < T; ++t)
+    sum += static_cast<double>(c.visible_cmp_blocks(t) + std::min(t + 1, slc_cap) +
+                               std::min<index_t>(t + 1, c.window()));
+  return sum;
+}
+
+// The paper's speed-ups (NSA / full attention): Figure 6 (forward, backward; Triton on
+// A100) and Table 4 (decode, expected from memory access). 0: the paper gives none.
+double paper_speedup(const std::string& phase, index_t T) {
+  static const std::map<index_t, double> forward{{8192, 2.1}, {16384, 3.8}, {32768, 6.3}, {65536, 9.0}};
+  static const std::map<index_t, double> backward{{8192, 1.1}, {16384, 2.0}, {32768, 3.4}, {65536, 6.0}};
+  static const std::map<index_t, double> decode{{8192, 4.0}, {16384, 6.4}, {32768, 9.1}, {65536, 11.6}};
+  const auto& table = phase == "forward" ? forward : phase == "backward" ? backward : decode;
+  const auto it = table.find(T);
+  return it == table.end() ? 0.0 : it->second;
+}
+
+Result make_result(index_t T, const std::string& phase, const std::string& impl, const Timing& t,
+                   double flops, double tokens_read) {
+  return {T, phase, impl, t.ms, t.ms_min, t.ms_max, t.ms > 0 ? flops / (t.ms * 1e6) : 0.0, tokens_read};
+}
+
+void progress(const char* fmt, const std::string& phase, const char* impl, index_t T) {
+  std::fprintf(stderr, fmt, phase.c_str(), impl, static_cast<long long>(T));
+  std::fflush(stderr);
+}
+
+void done(const Timing& t) {
+  std::fprintf(stderr, " %.2f ms (median)\n", t.ms);
+  std::fflush(stderr);
+}
+
+// Runs one phase at one T; appends the dense and the NSA result.
+void run_phase(const Config& config, const BenchOptions& o, const std::string& phase, BenchData& data,
+               ThreadPool& pool, std::vector<Result>& results) {
+  const index_t T = data.T;
+  const double per_key = 2.0 * static_cast<double>(data.H) * static_cast<double>(data.d_k + data.d_v);
+  const char* fmt = "  %-8s %-5s T=%-6lld ...";
+  if (phase == "forward" || phase == "backward") {
+    const bool fwd = phase == "forward";
+    const double factor = fwd ? 1.0 : 2.5;
+    const double dense_keys = dense_keys_read(T), nsa_keys = nsa_keys_read(config, T);
+    const auto out = data.view(data.out.data(), data.H, data.d_v);
+    const DenseInputs<float> din = data.dense_inputs();
+    const NsaInputs<float> nin = data.nsa_inputs();
+    Timing td, tn;
+    if (fwd) {
+      progress(fmt, phase, "dense", T);
+      td = time_reps(o.reps, [&] { dense_forward(din, out, nullptr, pool); });
+      done(td);
+      progress(fmt, phase, "nsa", T);
+      tn = time_reps(o.reps, [&] { nsa_forward(config, nin, out, nullptr, pool); });
+      done(tn);
+    } else {
+      std::vector<float> d_out, dq(data.q.size()), dk(data.k.size()), dv(data.v.size());
+      fill(d_out, T * data.H * data.d_v, 1.0f, 5);
+      const auto d_out_view = data.view<const float>(d_out.data(), data.H, data.d_v);
+      {
+        progress("  %-8s %-5s T=%-6lld (forward, untimed) ...", phase, "dense", T);
+        std::vector<float> lse(static_cast<size_t>(T * data.H));
+        dense_forward(din, out, lse.data(), pool);
+        const DenseGradients<float> g{data.view(dq.data(), data.H, data.d_k),
+                                      data.view(dk.data(), data.H_kv, data.d_k),
+                                      data.view(dv.data(), data.H_kv, data.d_v)};
+        td = time_reps(o.backward_reps, [&] { dense_backward(din, out.as_const(), lse.data(), d_out_view, g, pool); });
+        done(td);
+      }
+      {
+        progress("  %-8s %-5s T=%-6lld (forward, untimed) ...", phase, "nsa", T);
+        NsaSaved<float> saved;
+        nsa_forward(config, nin, out, &saved, pool);
+        std::vector<float> dgates(data.gates.size()), gk[5], gv[5];
+        for (int i = 0; i < 5; ++i) gk[i].resize(data.phi_k[i].size()), gv[i].resize(data.phi_v[i].size());
+        NsaGradients<float> g;
+        g.dq = data.view(dq.data(), data.H, data.d_k);
+        g.dk_cmp = g.dk_slc = g.dk_win = data.view(dk.data(), data.H_kv, data.d_k);  // shared: summed
+        g.dv_cmp = g.dv_slc = g.dv_win = data.view(dv.data(), data.H_kv, data.d_v);
+        g.dgates = data.view(dgates.data(), data.H, 3);
+        g.phi_k = {gk[0].data(), gk[1].data(), gk[2].data(), gk[3].data(), gk[4].data(), nullptr};
+        g.phi_v = {gv[0].data(), gv[1].data(), gv[2].data(), gv[3].data(), gv[4].data(), nullptr};
+        tn = time_reps(o.backward_reps, [&] { nsa_backward(config, nin, saved, d_out_view, g, pool); });
+        done(tn);
+      }
+    }
+    results.push_back(make_result(T, phase, "dense", td, factor * per_key * dense_keys, dense_keys / static_cast<double>(T)));
+    results.push_back(make_result(T, phase, "nsa", tn, factor * per_key * nsa_keys, nsa_keys / static_cast<double>(T)));
+    return;
+  }
+  if (phase != "decode") throw Error("nsa bench: unknown phase '" + phase + "' (forward, backward, decode)");
+
+  // New tokens, cycled through by the steps.
+  const index_t kNew = 16;
+  std::vector<float> q, nk, nv, gates;
+  fill(q, kNew * data.H * data.d_k, 1.732f, 6);
+  fill(nk, kNew * data.H_kv * data.d_k, 1.732f, 7);
+  fill(nv, kNew * data.H_kv * data.d_v, 1.732f, 8);
+  fill(gates, kNew * data.H * 3, 0.4f, 9, 0.5f);
+  std::vector<float> out(static_cast<size_t>(data.H * data.d_v));
+  const int steps = std::max(1, o.decode_steps);
+
+  progress(fmt, phase, "dense", T);
+  Timing td;
+  {
+    std::vector<double> ms;
+    for (int s = -1; s < steps; ++s) {  // s = -1: warm-up
+      const float* qs = q.data() + ((s + 1) % kNew) * data.H * data.d_k;
+      const auto t0 = std::chrono::steady_clock::now();
+      dense_decode_step(qs, data.k.data(), data.v.data(), T, data.H, data.H_kv, data.d_k, data.d_v, 0.0,
+                        out.data(), pool);
+      const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (s >= 0) ms.push_back(t);
+    }
+    td = summarize(std::move(ms));
+  }
+  done(td);
+
+  progress("  %-8s %-5s T=%-6lld (filling the cache) ...", phase, "nsa", T);
+  DecodeShape shape{data.H, data.H_kv, data.d_k, data.d_v, /*shared_kv=*/true, 1};
+  DecodeCache cache(config, shape, BenchData::weights(data.phi_k), BenchData::weights(data.phi_v));
+  {
+    DecodeTokens x;
+    x.k_cmp = data.view<const float>(data.k.data(), data.H_kv, data.d_k);
+    x.v_cmp = data.view<const float>(data.v.data(), data.H_kv, data.d_v);
+    cache.append(0, x, pool);
+  }
+  Timing tn;
+  double nsa_read = 0;  // tokens read per step per kv group, mean over the timed steps
+  double nsa_flops = 0;
+  {
+    const auto out_view = contiguous_view(out.data(), 1, 1, data.H, data.d_v);
+    const index_t seq = 0;
+    const index_t G = data.H / data.H_kv;
+    std::vector<double> ms;
+    for (int s = -1; s < steps; ++s) {
+      const index_t i = (s + 1) % kNew;
+      DecodeTokens x;
+      x.q = contiguous_view<const float>(q.data() + i * data.H * data.d_k, 1, 1, data.H, data.d_k);
+      x.k_cmp = contiguous_view<const float>(nk.data() + i * data.H_kv * data.d_k, 1, 1, data.H_kv, data.d_k);
+      x.v_cmp = contiguous_view<const float>(nv.data() + i * data.H_kv * data.d_v, 1, 1, data.H_kv, data.d_v);
+      x.gates = contiguous_view<const float>(gates.data() + i * data.H * 3, 1, 1, data.H, 3);
+      const auto t0 = std::chrono::steady_clock::now();
+      cache.step(&seq, 1, x, out_view, pool);
+      const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (s < 0) continue;
+      ms.push_back(t);
+      double reads = 0;
+      for (index_t kv = 0; kv < data.H_kv; ++kv) reads += static_cast<double>(cache.tokens_read(seq, kv).total());
+      nsa_read += reads / static_cast<double>(data.H_kv);
+      nsa_flops += reads * static_cast<double>(G) * 2.0 * static_cast<double>(data.d_k + data.d_v);
+    }
+    nsa_read /= steps;
+    nsa_flops /= steps;
+    tn = summarize(std::move(ms));
+  }
+  done(tn);
+  results.push_back(make_result(T, phase, "dense", td, per_key * static_cast<double>(T), static_cast<double>(T)));
+  results.push_back(make_result(T, phase, "nsa", tn, nsa_flops, nsa_read));
+}
+
+std::string fmt_speedup(double x) {
+  if (x <= 0) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1fx", x);
+  return buf;
+}
+
+void print_table(std::FILE* f, const std::vector<Result>& results, double peak) {
+  std::fprintf(f, "%-8s %6s %-5s %10s %21s %8s %8s %6s %11s %8s\n", "phase", "T", "impl", "ms", "[min, max]",
+              "speedup", "GFLOP/s", "%peak", "tokens_read", "paper");
+  for (size_t i = 0; i + 1 < results.size(); i += 2) {
+    const Result& d = results[i];
+    const Result& n = results[i + 1];
+    const double speedup = n.ms > 0 ? d.ms / n.ms : 0.0;
+    for (const Result* r : {&d, &n}) {
+      char range[64];
+      std::snprintf(range, sizeof range, "[%.3f, %.3f]", r->ms_min, r->ms_max);
+      const bool is_nsa = r == &n;
+      std::fprintf(f, "%-8s %6lld %-5s %10.3f %21s %8s %8.1f %5.1f%% %11.0f %8s\n", r->phase.c_str(),
+                  static_cast<long long>(r->T), r->impl.c_str(), r->ms, range,
+                  is_nsa ? fmt_speedup(speedup).c_str() : "", r->gflops, peak > 0 ? 100.0 * r->gflops / peak : 0.0,
+                  r->tokens_read, is_nsa ? fmt_speedup(paper_speedup(r->phase, r->T)).c_str() : "");
+    }
+  }
+  std::fflush(f);
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20) out += ' ';
+    else out += c;
+  }
+  return out;
+}
+
+void write_json(const std::string& path, const FmaPeak& peak, int threads, const std::string& cpu,
+                const std::vector<Result>& results) {
+  std::FILE* f = path == "-" ? stdout : std::fopen(path.c_str(), "w");
+  if (f == nullptr) throw Error("nsa bench: cannot write " + path);
+  std::fprintf(f, "{\n  \"machine\": {\"fma_peak_gflops\": %.3f, \"threads\": %d, \"cpu\": \"%s\"},\n",
+               peak.gflops, threads, json_escape(cpu).c_str());
+  std::fprintf(f, "  \"results\": [");
+  for (size_t i = 0; i < results.size(); ++i) {
+    const Result& r = results[i];
+    std::fprintf(f,
+                 "%s\n    {\"T\": %lld, \"phase\": \"%s\", \"impl\": \"%s\", \"ms\": %.6g, \"ms_min\": %.6g, "
+                 "\"ms_max\": %.6g, \"gflops\": %.6g, \"tokens_read\": %.6g}",
+                 i ? "," : "", static_cast<long long>(r.T), r.phase.c_str(), r.impl.c_str(), r.ms, r.ms_min,
+                 r.ms_max, r.gflops, r.tokens_read);
+  }
+  std::fprintf(f, "\n  ]\n}\n");
+  const bool ok = path == "-" ? std::fflush(f) == 0 : std::fclose(f) == 0;
+  if (!ok) throw Error("nsa bench: cannot write " + path);
+}
+
+int run_bench(const BenchOptions& in) {
+  BenchOptions o = in;
+  if (o.paper) o.tokens = {8192, 16384, 32768, 65536};
+  if (o.kv_heads <= 0 || o.heads <= 0 || o.heads % o.kv_heads != 0)
+    throw Error("nsa bench: --heads must be a positive multiple of --kv-heads");
+  if (o.reps < 1 || o.backward_reps < 1) throw Error("nsa bench: --reps and --backward-reps must be >= 1");
+  for (const auto& p : o.phases)
+    if (p != "forward" && p != "backward" && p != "decode")
+      throw Error("nsa bench: unknown phase '" + p + "' (forward, backward, decode)");
+
+  const Config config;
+  ThreadPool pool(o.threads);
+  const auto start = std::chrono::steady_clock::now();
+  std::fprintf(stderr, "nsa bench: measuring the fp32 FMA peak on %d threads ...", pool.size());
+  std::fflush(stderr);
+  const FmaPeak peak = measure_fma_peak(pool);
+  const std::string cpu = cpu_name();
+  std::fprintf(stderr, " %.1f GFLOP/s (%s)\n", peak.gflops, peak.isa.c_str());
+
+  std::vector<Result> results;
+  for (const index_t T : o.tokens) {
+    if (T < 1) throw Error("nsa bench: --tokens must be >= 1");
+    std::fprintf(stderr, "T = %lld\n", static_cast<long long>(T));
+    BenchData data(config, o, T);
+    for (const auto& phase : o.phases) run_phase(config, o, phase, data, pool, results);
+  }
+  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  // With --json - the JSON owns stdout; the table then goes to stderr.
+  std::FILE* table = o.json == "-" ? stderr : stdout;
+  std::fprintf(table, "nsa bench: %s; H=%lld H_kv=%lld d_k=%lld d_v=%lld, batch 1, shared K/V, %s\n", cpu.c_str(),
+              static_cast<long long>(o.heads), static_cast<long long>(o.kv_heads), static_cast<long long>(o.d_k),
+              static_cast<long long>(o.d_v), config.describe().c_str());
+  std::fprintf(table, "threads %d, fp32 FMA peak %.1f GFLOP/s (%s); median of %d reps (backward %d, decode %d steps); "
+              "total %.1f s\n",
+              pool.size(), peak.gflops, peak.isa.c_str(), o.reps, o.backward_reps, o.decode_steps, total_s);
+  print_table(table, results, peak.gflops);
+  if (!o.json.empty()) write_json(o.json, peak, pool.size(), cpu, results);
+  return 0;
+}
+
+}  // namespace
+
+Command add_bench_command(CLI::App& app) {
+  auto options = std::make_shared<BenchOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "bench",
+      "NSA against full attention: forward, backward and decode-step times, speed-ups, GFLOP/s and % of "
+      "the measured FMA peak, beside the paper's speed-ups");
+  sub->add_option("--tokens", options->tokens, "sequence lengths T (default 16384)")->delimiter(',');
+  sub->add_flag("--paper", options->paper, "T = 8192,16384,32768,65536 (the paper's Figure 6 / Table 4)");
+  sub->add_option("--heads", options->heads, "query heads H")->capture_default_str();
+  sub->add_option("--kv-heads", options->kv_heads, "key/value heads H_kv")->capture_default_str();
+  sub->add_option("--dk", options->d_k, "d_k")->capture_default_str();
+  sub->add_option("--dv", options->d_v, "d_v")->capture_default_str();
+  sub->add_option("--threads", options->threads, "threads (0: every hardware thread)")->capture_default_str();
+  sub->add_option("--reps", options->reps, "repetitions of forward (median reported)")->capture_default_str();
+  sub->add_option("--backward-reps", options->backward_reps, "repetitions of backward")->capture_default_str();
+  sub->add_option("--decode-steps", options->decode_steps, "timed decode steps")->capture_default_str();
+  sub->add_option("--phases", options->phases,
+                  "phases, from forward,backward,decode (default forward,decode; --paper adds backward)")
+      ->delimiter(',');
+  sub->add_option("--json", options->json, "write the results as JSON to FILE ('-': stdout)");
+  return {sub, [options, sub] {
+            BenchOptions o = *options;
+            if (o.paper && sub->count("--phases") == 0) o.phases = {"forward", "backward", "decode"};
+            return run_bench(o);
+          }};
+}
+
+}  // namespace nsa::cli

@@ -1,0 +1,130 @@
+// See bench_peak.h. The loops keep kAcc independent accumulators so that FMA latency
+// (4 cycles on current x86) times the number of FMA pipes (2) is covered; each kernel is
+// compiled for its instruction set with a target attribute and picked at run time, so
+// the binary needs no -march flag.
+#include "bench_peak.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NSA_BENCH_X86 1
+#endif
+
+#include "nsa/thread_pool.h"
+
+namespace nsa::cli {
+namespace {
+
+constexpr int kAcc = 12;
+
+#ifdef NSA_BENCH_X86
+// Returns a value that depends on every accumulator, so nothing is optimised away.
+__attribute__((target("avx512f"))) float fma_loop_avx512(std::int64_t iters, float seed) {
+  __m512 acc[kAcc];
+  for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_set1_ps(seed + 0.01f * static_cast<float>(i));
+  const __m512 a = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+  for (std::int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < kAcc; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  __m512 s = acc[0];
+  for (int i = 1; i < kAcc; ++i) s = _mm512_add_ps(s, acc[i]);
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, s);
+  float r = 0;
+  for (float x : lanes) r += x;
+  return r;
+}
+
+__attribute__((target("avx2,fma"))) float fma_loop_avx2(std::int64_t iters, float seed) {
+  __m256 acc[kAcc];
+  for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_set1_ps(seed + 0.01f * static_cast<float>(i));
+  const __m256 a = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+  for (std::int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < kAcc; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  __m256 s = acc[0];
+  for (int i = 1; i < kAcc; ++i) s = _mm256_add_ps(s, acc[i]);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  float r = 0;
+  for (float x : lanes) r += x;
+  return r;
+}
+#endif
+
+float fma_loop_scalar(std::int64_t iters, float seed) {
+  float acc[kAcc];
+  for (int i = 0; i < kAcc; ++i) acc[i] = seed + 0.01f * static_cast<float>(i);
+  for (std::int64_t it = 0; it < iters; ++it)
+    for (int i = 0; i < kAcc; ++i) acc[i] = std::fma(acc[i], 0.999999f, 1e-7f);
+  float r = 0;
+  for (float x : acc) r += x;
+  return r;
+}
+
+}  // namespace
+
+FmaPeak measure_fma_peak(ThreadPool& pool) {
+  using Fn = float (*)(std::int64_t, float);
+  Fn fn = fma_loop_scalar;
+  int lanes = 1;
+  FmaPeak peak;
+  peak.isa = "scalar";
+#ifdef NSA_BENCH_X86
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) {
+    fn = fma_loop_avx512, lanes = 16, peak.isa = "avx512";
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    fn = fma_loop_avx2, lanes = 8, peak.isa = "avx2";
+  }
+#endif
+  const int threads = pool.size();
+  std::vector<float> sink(static_cast<size_t>(threads) * 16);
+  // Calibrate on one thread (~20 ms), then size the timed run to ~150 ms per thread.
+  std::int64_t iters = 1 << 16;
+  for (;;) {
+    const auto t0 = std::chrono::steady_clock::now();
+    sink[0] += fn(iters, 1.0f);
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (s > 0.02 || iters > (std::int64_t{1} << 34)) {
+      iters = std::max<std::int64_t>(1, static_cast<std::int64_t>(static_cast<double>(iters) * 0.15 / s));
+      break;
+    }
+    iters *= 4;
+  }
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, [&](std::int64_t begin, std::int64_t end, int worker) {
+      for (std::int64_t i = begin; i < end; ++i) sink[static_cast<size_t>(worker) * 16] += fn(iters / 3, 1.0f + static_cast<float>(i));
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double flops = 2.0 * kAcc * lanes * static_cast<double>(iters / 3) * threads;
+    best = std::max(best, flops / s * 1e-9);
+  }
+  volatile float keep = sink[0];
+  (void)keep;
+  peak.gflops = best;
+  return peak;
+}
+
+std::string cpu_name() {
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto colon = line.find(':');
+      if (colon != std::string::npos) {
+        auto name = line.substr(colon + 1);
+        name.erase(0, name.find_first_not_of(" \t"));
+        return name;
+      }
+    }
+  }
+  return "unknown";
+}
+
+}  // namespace nsa::cli

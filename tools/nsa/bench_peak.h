@@ -1,0 +1,26 @@
+// The machine's fp32 FMA ceiling, measured rather than assumed: every thread of the pool
+// runs a loop of independent fused multiply-adds on registers (no memory traffic) with the
+// widest vectors the CPU has (AVX-512, else AVX2+FMA, else scalar std::fma), for a fixed
+// number of iterations. Used by `nsa bench` to express achieved GFLOP/s as % of peak.
+#pragma once
+
+#include <string>
+
+namespace nsa {
+class ThreadPool;
+}
+
+namespace nsa::cli {
+
+struct FmaPeak {
+  double gflops = 0.0;   // all threads together; one FMA = 2 flops
+  std::string isa;       // "avx512", "avx2", "scalar"
+};
+
+// Takes well under a second.
+FmaPeak measure_fma_peak(ThreadPool& pool);
+
+// The CPU's model name (/proc/cpuinfo), or "unknown".
+std::string cpu_name();
+
+}  // namespace nsa::cli
