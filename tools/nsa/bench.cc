@@ -254,7 +254,7 @@ void run_phase(const Config& config, const BenchOptions& o, const std::string& p
     results.push_back(make_result(T, phase, "nsa", tn, factor * per_key * nsa_keys, nsa_keys / static_cast<double>(T)));
     return;
   }
-  if (phase != "decode") throw Error("nsa bench: unknown phase '" + phase + "' (forward, backward, decode)");
+  if (phase != "decode") throw Error("bench: unknown phase '" + phase + "' (forward, backward, decode)");
 
   // New tokens, cycled through by the steps.
   const index_t kNew = 16;
@@ -365,7 +365,7 @@ std::string json_escape(const std::string& s) {
 void write_json(const std::string& path, const FmaPeak& peak, int threads, const std::string& cpu,
                 const std::vector<Result>& results) {
   std::FILE* f = path == "-" ? stdout : std::fopen(path.c_str(), "w");
-  if (f == nullptr) throw Error("nsa bench: cannot write " + path);
+  if (f == nullptr) throw Error("bench: cannot write " + path);
   std::fprintf(f, "{\n  \"machine\": {\"fma_peak_gflops\": %.3f, \"threads\": %d, \"cpu\": \"%s\"},\n",
                peak.gflops, threads, json_escape(cpu).c_str());
   std::fprintf(f, "  \"results\": [");
@@ -379,18 +379,18 @@ void write_json(const std::string& path, const FmaPeak& peak, int threads, const
   }
   std::fprintf(f, "\n  ]\n}\n");
   const bool ok = path == "-" ? std::fflush(f) == 0 : std::fclose(f) == 0;
-  if (!ok) throw Error("nsa bench: cannot write " + path);
+  if (!ok) throw Error("bench: cannot write " + path);
 }
 
 int run_bench(const BenchOptions& in) {
   BenchOptions o = in;
   if (o.paper) o.tokens = {8192, 16384, 32768, 65536};
   if (o.kv_heads <= 0 || o.heads <= 0 || o.heads % o.kv_heads != 0)
-    throw Error("nsa bench: --heads must be a positive multiple of --kv-heads");
-  if (o.reps < 1 || o.backward_reps < 1) throw Error("nsa bench: --reps and --backward-reps must be >= 1");
+    throw Error("bench: --heads must be a positive multiple of --kv-heads");
+  if (o.reps < 1 || o.backward_reps < 1) throw Error("bench: --reps and --backward-reps must be >= 1");
   for (const auto& p : o.phases)
     if (p != "forward" && p != "backward" && p != "decode")
-      throw Error("nsa bench: unknown phase '" + p + "' (forward, backward, decode)");
+      throw Error("bench: unknown phase '" + p + "' (forward, backward, decode)");
 
   const Config config;
   ThreadPool pool(o.threads);
@@ -403,7 +403,7 @@ int run_bench(const BenchOptions& in) {
 
   std::vector<Result> results;
   for (const index_t T : o.tokens) {
-    if (T < 1) throw Error("nsa bench: --tokens must be >= 1");
+    if (T < 1) throw Error("bench: --tokens must be >= 1");
     std::fprintf(stderr, "T = %lld\n", static_cast<long long>(T));
     BenchData data(config, o, T);
     for (const auto& phase : o.phases) run_phase(config, o, phase, data, pool, results);
