@@ -175,8 +175,10 @@ double nsa_keys_read(const Config& c, index_t T) {
 // The paper's speed-ups (NSA / full attention): Figure 6 (forward, backward; Triton on
 // A100) and Table 4 (decode, expected from memory access). 0: the paper gives none.
 double paper_speedup(const std::string& phase, index_t T) {
-  static const std::map<index_t, double> forward{{8192, 2.1}, {16384, 3.8}, {32768, 6.3}, {65536, 9.0}};
-  static const std::map<index_t, double> backward{{8192, 1.1}, {16384, 2.0}, {32768, 3.4}, {65536, 6.0}};
+  // Forward/backward: only the 64k figures quoted in the paper's text (9.0x, 6.0x) are
+  // entered; the other points of its Figure 6 are not checked against the paper here.
+  static const std::map<index_t, double> forward{{65536, 9.0}};
+  static const std::map<index_t, double> backward{{65536, 6.0}};
   static const std::map<index_t, double> decode{{8192, 4.0}, {16384, 6.4}, {32768, 9.1}, {65536, 11.6}};
   const auto& table = phase == "forward" ? forward : phase == "backward" ? backward : decode;
   const auto it = table.find(T);
