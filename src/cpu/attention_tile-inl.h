@@ -1,8 +1,10 @@
 // Per-target SIMD building blocks of every CPU attention kernel (Highway, compiled once
 // per target by each including .cc through foreach_target.h):
 //   MatMulABt      C = A B^T, register-blocked 4 rows x 2 columns (dot products along dim)
-//   ScoreTile      scores of query rows against one tile of <= kKeyTile keys, masked
-//                  (vectorised along keys over a transposed key tile)
+//   TransposeTile, ScoresFromTransposed
+//                  a key tile transposed once, and scores of query rows against it
+//                  (vectorised along keys; the backward reuses one transpose for many rows)
+//   ScoreTile      the two together: scores of query rows against one tile of keys, masked
 //   SoftmaxUpdate  folds one score tile into a SoftmaxState (online softmax + P V)
 //   AttendRange    the flash-attention loop: rows against keys [key0, key1), tile by tile
 // Reductions stay in a fixed order, so results are bitwise reproducible for a given target.
@@ -83,37 +85,42 @@ inline void MatMulABt(const float* a, index_t lda, index_t M, const float* b, in
   }
 }
 
-// Scores of `rows` packed (pre-scaled) query rows q [rows, d_k] against keys s0 .. s0+n-1
-// (n <= kKeyTile) into S [rows, kKeyTile]. Key s is masked (-inf) for row r unless
-// lo[r] <= s < hi[r] (lo/hi null: no mask). Columns n .. round_up(n, lanes) are set to
-// -inf so later passes run on whole vectors.
-// The key tile is first transposed into kt [d_k, kKeyTile] (zero-padded columns), so the
-// scores are vectorised along keys: S[r][j..j+lanes) += q[r][c] * kt[c][j..j+lanes), a
-// 4 rows x 2 vectors block of accumulators, no horizontal reductions and no dim tails.
-inline void ScoreTile(const float* q, index_t rows, index_t d_k, const KeyValues& kv,
-                      index_t s0, index_t n, const index_t* lo, const index_t* hi, float* S,
-                      float* kt) {
+// kt [dim, kKeyTile] = the n rows x[s0 + j] (row stride ld) transposed, columns n .. the
+// next multiple of the vector length zero-padded. Done once per key tile and reused by
+// every chunk of query rows that meets the tile.
+inline void TransposeTile(const float* x, index_t ld, index_t s0, index_t n, index_t dim, float* kt) {
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t n_pad = (n + NL - 1) / NL * NL;
   for (index_t j = 0; j < n; ++j) {
-    const float* key = kv.k + (s0 + j) * kv.k_stride;
-    for (index_t c = 0; c < d_k; ++c) kt[c * kKeyTile + j] = key[c];
+    const float* row = x + (s0 + j) * ld;
+    for (index_t c = 0; c < dim; ++c) kt[c * kKeyTile + j] = row[c];
   }
-  for (index_t c = 0; c < d_k; ++c)
+  for (index_t c = 0; c < dim; ++c)
     for (index_t j = n; j < n_pad; ++j) kt[c * kKeyTile + j] = 0.0f;
-  for (index_t r0 = 0; r0 < rows; r0 += 4) {
-    const float* q0 = q + std::min(r0 + 0, rows - 1) * d_k;
-    const float* q1 = q + std::min(r0 + 1, rows - 1) * d_k;
-    const float* q2 = q + std::min(r0 + 2, rows - 1) * d_k;
-    const float* q3 = q + std::min(r0 + 3, rows - 1) * d_k;
+}
+
+// S [R, kKeyTile] = a [R, dim] times the transposed tile kt [dim, kKeyTile] (n keys, key
+// index s0 + j): 4 rows x 2 vectors of keys, no horizontal reductions and no dim tails.
+// Key s0 + j is -inf for row r unless lo[r] <= s0 + j < hi[r] (lo null: no mask); columns
+// n .. n_pad are -inf.
+inline void ScoresFromTransposed(const float* a, index_t R, index_t dim, const float* kt, index_t s0,
+                                 index_t n, const index_t* lo, const index_t* hi, float* S) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t n_pad = (n + NL - 1) / NL * NL;
+  for (index_t r0 = 0; r0 < R; r0 += 4) {
+    const float* q0 = a + r0 * dim;
+    const float* q1 = a + std::min(r0 + 1, R - 1) * dim;
+    const float* q2 = a + std::min(r0 + 2, R - 1) * dim;
+    const float* q3 = a + std::min(r0 + 3, R - 1) * dim;
     for (index_t j = 0; j < n_pad; j += 2 * NL) {
       const bool two = j + NL < n_pad;
-      const index_t j1 = two ? j + NL : j;  // a lone last vector is computed twice
+      const index_t j1 = two ? j + NL : j;
       auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
       auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
       const float* kc = kt;
-      for (index_t c = 0; c < d_k; ++c, kc += kKeyTile) {
+      for (index_t c = 0; c < dim; ++c, kc += kKeyTile) {
         const auto k0 = hn::LoadU(d, kc + j), k1 = hn::LoadU(d, kc + j1);
         const auto a0 = hn::Set(d, q0[c]);
         c00 = hn::MulAdd(a0, k0, c00);
@@ -128,10 +135,8 @@ inline void ScoreTile(const float* q, index_t rows, index_t d_k, const KeyValues
         c30 = hn::MulAdd(a3, k0, c30);
         c31 = hn::MulAdd(a3, k1, c31);
       }
-      // Stores in reverse row order: clamped duplicate rows hold identical values.
-      float* out[4] = {S + (r0 + 0) * kKeyTile, S + std::min(r0 + 1, rows - 1) * kKeyTile,
-                       S + std::min(r0 + 2, rows - 1) * kKeyTile,
-                       S + std::min(r0 + 3, rows - 1) * kKeyTile};
+      float* out[4] = {S + r0 * kKeyTile, S + std::min(r0 + 1, R - 1) * kKeyTile,
+                       S + std::min(r0 + 2, R - 1) * kKeyTile, S + std::min(r0 + 3, R - 1) * kKeyTile};
       hn::StoreU(c30, d, out[3] + j);
       hn::StoreU(c20, d, out[2] + j);
       hn::StoreU(c10, d, out[1] + j);
@@ -144,7 +149,7 @@ inline void ScoreTile(const float* q, index_t rows, index_t d_k, const KeyValues
       }
     }
   }
-  for (index_t r = 0; r < rows; ++r) {
+  for (index_t r = 0; r < R; ++r) {
     float* srow = S + r * kKeyTile;
     if (lo != nullptr) {
       const index_t begin = std::clamp(lo[r] - s0, index_t{0}, n);
@@ -154,6 +159,20 @@ inline void ScoreTile(const float* q, index_t rows, index_t d_k, const KeyValues
     }
     for (index_t j = n; j < n_pad; ++j) srow[j] = kNegInf;
   }
+}
+
+// Scores of `rows` packed (pre-scaled) query rows q [rows, d_k] against keys s0 .. s0+n-1
+// (n <= kKeyTile) into S [rows, kKeyTile]. Key s is masked (-inf) for row r unless
+// lo[r] <= s < hi[r] (lo/hi null: no mask). Columns n .. round_up(n, lanes) are set to
+// -inf so later passes run on whole vectors.
+// The key tile is first transposed into kt [d_k, kKeyTile] (zero-padded columns), so the
+// scores are vectorised along keys: S[r][j..j+lanes) += q[r][c] * kt[c][j..j+lanes), a
+// 4 rows x 2 vectors block of accumulators, no horizontal reductions and no dim tails.
+inline void ScoreTile(const float* q, index_t rows, index_t d_k, const KeyValues& kv,
+                      index_t s0, index_t n, const index_t* lo, const index_t* hi, float* S,
+                      float* kt) {
+  TransposeTile(kv.k, kv.k_stride, s0, n, d_k, kt);
+  ScoresFromTransposed(q, rows, d_k, kt, s0, n, lo, hi, S);
 }
 
 // Folds the score tile S [rows, kKeyTile] (keys s0 .. s0+n-1, masked entries -inf) into

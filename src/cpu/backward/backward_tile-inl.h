@@ -1,10 +1,8 @@
 // Per-target SIMD building blocks of the CPU backward kernels (Highway, compiled once per
 // target by each including .cc through foreach_target.h), on top of the forward's
-// attention_tile-inl.h (ScoreTile, MatMulABt):
+// attention_tile-inl.h (TransposeTile, ScoresFromTransposed, MatMulABt):
 //   GemmAcc   C += A B or C += A^T B (A read through two strides), vectorised along the
 //             columns of B and C, register-blocked 4 rows x 2 vectors
-//   TransposeTile, ScoresFromTransposed  ScoreTile split in two, so that a key tile is
-//             transposed once and scored against many chunks of query rows
 //   GradTile  one flash-backward tile: the probabilities P and dS of packed query rows
 //             against <= kKeyTile keys, recomputed from the saved log-sum-exp
 // Every reduction runs in a fixed order: bitwise reproducible for a given target.
@@ -108,82 +106,6 @@ struct RowPack {
   const index_t *lo, *hi;
   index_t rows, d_k, d_v;
 };
-
-// kt [dim, kKeyTile] = the n rows x[s0 + j] (row stride ld) transposed, columns n .. the
-// next multiple of the vector length zero-padded. Done once per key tile and reused by
-// every chunk of query rows (the forward's ScoreTile transposes per call).
-inline void TransposeTile(const float* x, index_t ld, index_t s0, index_t n, index_t dim, float* kt) {
-  const hn::ScalableTag<float> d;
-  const index_t NL = static_cast<index_t>(hn::Lanes(d));
-  const index_t n_pad = (n + NL - 1) / NL * NL;
-  for (index_t j = 0; j < n; ++j) {
-    const float* row = x + (s0 + j) * ld;
-    for (index_t c = 0; c < dim; ++c) kt[c * kKeyTile + j] = row[c];
-  }
-  for (index_t c = 0; c < dim; ++c)
-    for (index_t j = n; j < n_pad; ++j) kt[c * kKeyTile + j] = 0.0f;
-}
-
-// S [R, kKeyTile] = a [R, dim] times the transposed tile kt [dim, kKeyTile] (n keys, key
-// index s0 + j): ScoreTile's loop, 4 rows x 2 vectors of keys, no horizontal reductions.
-// Key s0 + j is -inf for row r unless lo[r] <= s0 + j < hi[r] (lo null: no mask); columns
-// n .. n_pad are -inf.
-inline void ScoresFromTransposed(const float* a, index_t R, index_t dim, const float* kt, index_t s0,
-                                 index_t n, const index_t* lo, const index_t* hi, float* S) {
-  const hn::ScalableTag<float> d;
-  const index_t NL = static_cast<index_t>(hn::Lanes(d));
-  const index_t n_pad = (n + NL - 1) / NL * NL;
-  for (index_t r0 = 0; r0 < R; r0 += 4) {
-    const float* q0 = a + r0 * dim;
-    const float* q1 = a + std::min(r0 + 1, R - 1) * dim;
-    const float* q2 = a + std::min(r0 + 2, R - 1) * dim;
-    const float* q3 = a + std::min(r0 + 3, R - 1) * dim;
-    for (index_t j = 0; j < n_pad; j += 2 * NL) {
-      const bool two = j + NL < n_pad;
-      const index_t j1 = two ? j + NL : j;
-      auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
-      auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
-      const float* kc = kt;
-      for (index_t c = 0; c < dim; ++c, kc += kKeyTile) {
-        const auto k0 = hn::LoadU(d, kc + j), k1 = hn::LoadU(d, kc + j1);
-        const auto a0 = hn::Set(d, q0[c]);
-        c00 = hn::MulAdd(a0, k0, c00);
-        c01 = hn::MulAdd(a0, k1, c01);
-        const auto a1 = hn::Set(d, q1[c]);
-        c10 = hn::MulAdd(a1, k0, c10);
-        c11 = hn::MulAdd(a1, k1, c11);
-        const auto a2 = hn::Set(d, q2[c]);
-        c20 = hn::MulAdd(a2, k0, c20);
-        c21 = hn::MulAdd(a2, k1, c21);
-        const auto a3 = hn::Set(d, q3[c]);
-        c30 = hn::MulAdd(a3, k0, c30);
-        c31 = hn::MulAdd(a3, k1, c31);
-      }
-      float* out[4] = {S + r0 * kKeyTile, S + std::min(r0 + 1, R - 1) * kKeyTile,
-                       S + std::min(r0 + 2, R - 1) * kKeyTile, S + std::min(r0 + 3, R - 1) * kKeyTile};
-      hn::StoreU(c30, d, out[3] + j);
-      hn::StoreU(c20, d, out[2] + j);
-      hn::StoreU(c10, d, out[1] + j);
-      hn::StoreU(c00, d, out[0] + j);
-      if (two) {
-        hn::StoreU(c31, d, out[3] + j1);
-        hn::StoreU(c21, d, out[2] + j1);
-        hn::StoreU(c11, d, out[1] + j1);
-        hn::StoreU(c01, d, out[0] + j1);
-      }
-    }
-  }
-  for (index_t r = 0; r < R; ++r) {
-    float* srow = S + r * kKeyTile;
-    if (lo != nullptr) {
-      const index_t begin = std::clamp(lo[r] - s0, index_t{0}, n);
-      const index_t end = std::clamp(hi[r] - s0, begin, n);
-      for (index_t j = 0; j < begin; ++j) srow[j] = kNegInf;
-      for (index_t j = end; j < n; ++j) srow[j] = kNegInf;
-    }
-    for (index_t j = n; j < n_pad; ++j) srow[j] = kNegInf;
-  }
-}
 
 // One tile of the flash backward, keys s0 .. s0+n-1 (n <= kKeyTile) given transposed:
 // ktk [d_k, kKeyTile], ktv [d_v, kKeyTile] (TransposeTile). For rows r < R:
