@@ -180,7 +180,7 @@ void Canvas::text(double x, double y, std::string_view s, Rgb color, int scale, 
   for (size_t i = 0; i < s.size(); ++i)
     for (int c = 0; c < font::kGlyphWidth; ++c) {
       const std::uint8_t bits = font::glyph_column(s[i], c);
-      for (int r = 0; r < font::kGlyphHeight; ++r)
+      for (int r = 0; r < font::kGlyphHeight + font::kDescent; ++r)
         if (bits >> r & 1) {
           const int gx = px + (static_cast<int>(i) * font::kAdvance + c) * scale, gy = py + r * scale;
           for (int dy = 0; dy < scale; ++dy)
@@ -197,7 +197,7 @@ void Canvas::text_vertical(double x, double y, std::string_view s, Rgb color, in
   for (size_t i = 0; i < s.size(); ++i)
     for (int c = 0; c < font::kGlyphWidth; ++c) {
       const std::uint8_t bits = font::glyph_column(s[i], c);
-      for (int r = 0; r < font::kGlyphHeight; ++r)
+      for (int r = 0; r < font::kGlyphHeight + font::kDescent; ++r)
         if (bits >> r & 1) {
           const int u = (static_cast<int>(i) * font::kAdvance + c) * scale, v = r * scale;
           for (int du = 0; du < scale; ++du)
