@@ -4,7 +4,8 @@
 //            "name": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}
 //   offsets are relative to the start of the data section; tensors are little-endian,
 //   row-major, contiguous, and together cover the data section exactly.
-// Python's `safetensors` package reads what SafetensorsWriter writes (tests/python).
+// Python's `safetensors` package reads what SafetensorsWriter writes
+// (tests/model/read_safetensors.py checks it). The JSON is checkpoint/json.h.
 #pragma once
 
 #include <cstdint>
@@ -30,13 +31,17 @@ std::size_t dtype_size(DType dtype);
 
 class SafetensorsWriter {
  public:
-  // Copies the data. Names must be unique and non-empty, and not "__metadata__".
+  // Copies the data (shape-product x dtype_size bytes; data may be null when that is 0).
+  // Names must be unique, non-empty, valid UTF-8, and not "__metadata__"; throws nsa::Error
+  // otherwise. Tensors are laid out in the order they were added.
   void add(const std::string& name, DType dtype, const std::vector<std::int64_t>& shape,
            const void* data);
+  // Sets (or replaces) a metadata entry; key and value must be valid UTF-8 (nsa::Error).
   void add_metadata(const std::string& key, const std::string& value);
   // Writes to "<path>.tmp.<random>" in the same folder, fsyncs, then renames over `path`:
   // a crash or error never leaves a half-written file at `path`, and an existing file is
-  // replaced only by a complete one. Throws CheckpointError on failure.
+  // replaced only by a complete one (keeping its permissions). Throws CheckpointError on
+  // failure, after removing the temporary file.
   void write(const std::string& path) const;
 
  private:
@@ -52,8 +57,10 @@ class SafetensorsWriter {
 
 class SafetensorsFile {
  public:
-  // Reads and validates the whole file (header JSON, dtypes, shapes, offsets covering the
-  // data exactly, file size). Throws CheckpointError.
+  // Reads and validates the whole file (header length against the file size, header JSON,
+  // dtypes, shapes against offsets, offsets covering the data exactly with no overlap, gap
+  // or trailing byte). Throws CheckpointError; never trusts a size before checking it
+  // against the file, so garbage cannot make it allocate more than the file's size.
   static SafetensorsFile read(const std::string& path);
 
   const std::string& path() const { return path_; }
@@ -62,6 +69,7 @@ class SafetensorsFile {
   const std::string& metadata(const std::string& key) const;
   bool has(const std::string& name) const;
   std::vector<std::string> names() const;  // in file order
+  // dtype and shape of a tensor; throw CheckpointError naming it when it is absent.
   DType dtype(const std::string& name) const;
   const std::vector<std::int64_t>& shape(const std::string& name) const;
   // Copies tensor `name` into out, checking that dtype and shape match exactly; throws
