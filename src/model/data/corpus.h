@@ -8,6 +8,7 @@
 
 #include "model/data/rng.h"
 #include "nsa/config.h"
+#include "nsa/error.h"
 
 namespace nsa::model {
 
@@ -16,11 +17,13 @@ std::string decode_bytes(const std::int32_t* tokens, index_t n);  // tokens outs
 
 class Corpus {
  public:
-  // Reads the whole file. The last `val_fraction` of the bytes (rounded down to whole
-  // bytes, at least one sequence's worth is not required) is the validation split.
-  // Throws nsa::Error naming the file when it is missing, unreadable or empty.
+  // Reads the whole file. The last floor(size * val_fraction) bytes are the validation
+  // split, the rest the training split; val_fraction is in [0, 1), and nothing makes
+  // either split hold a whole sequence (sample_batch and num_windows check that).
+  // Throws nsa::Error naming the file when it is missing, unreadable or empty, and on a
+  // val_fraction outside [0, 1).
   static Corpus from_file(const std::string& path, double val_fraction = 0.05);
-  static Corpus from_text(const std::string& text, double val_fraction = 0.05);
+  static Corpus from_text(const std::string& text, double val_fraction = 0.05);  // text may be empty
 
   const std::vector<std::int32_t>& train() const { return train_; }
   const std::vector<std::int32_t>& val() const { return val_; }
@@ -37,12 +40,17 @@ struct Batch {
   std::vector<std::int32_t> tokens, targets;
 };
 
-// `batch` windows of seq+1 tokens at uniformly random offsets of `split`. Throws
-// nsa::Error when the split is shorter than seq + 1 tokens.
+// `batch` windows of seq+1 tokens at uniformly random offsets of `split` (row r draws its
+// offset with rng.uniform_int(split.size() - seq), rows in order: the same rng state gives
+// the same batch). Throws nsa::Error when the split is shorter than seq + 1 tokens, or
+// batch, seq < 1.
 Batch sample_batch(const std::vector<std::int32_t>& split, index_t batch, index_t seq, Rng& rng);
 
-// The i-th of the consecutive, non-overlapping windows of `split` (for a deterministic
-// validation loss): count = (split.size() - 1) / seq windows.
+// The consecutive, non-overlapping windows of `split` (for a deterministic validation
+// loss): window i has tokens split[i*seq, (i+1)*seq) and targets one token later, so there
+// are count = (split.size() - 1) / seq of them (0 for a split of 0 or 1 token).
+// window_batch returns windows first_window .. first_window + batch - 1 as rows; throws
+// nsa::Error when they are not all within 0 .. count - 1, or batch, seq < 1.
 index_t num_windows(const std::vector<std::int32_t>& split, index_t seq);
 Batch window_batch(const std::vector<std::int32_t>& split, index_t first_window, index_t batch,
                    index_t seq);
