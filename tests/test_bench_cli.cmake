@@ -1,5 +1,7 @@
 # Smoke test of `nsa bench` (ctest: nsa_bench_smoke): a tiny configuration of every phase
-# that runs in well under a second, then checks that the JSON has the documented schema:
+# that runs in well under a second, then checks that the JSON has the documented schema
+# and that --plot wrote a PNG (OUT with .png for .json; the file must start with the PNG
+# signature and an IHDR chunk):
 #   {"machine": {"fma_peak_gflops", "threads", "cpu"},
 #    "results": [{"T", "phase", "impl", "ms", "ms_min", "ms_max", "gflops", "tokens_read"}]}
 # Usage: cmake -DNSA=<path of the nsa binary> -DOUT=<json file> -P test_bench_cli.cmake
@@ -7,10 +9,12 @@ cmake_minimum_required(VERSION 3.19)  # string(JSON)
 if(NOT NSA OR NOT OUT)
   message(FATAL_ERROR "usage: cmake -DNSA=... -DOUT=... -P test_bench_cli.cmake")
 endif()
-file(REMOVE "${OUT}")
+string(REGEX REPLACE "\\.json$" "" png "${OUT}")
+set(png "${png}.png")
+file(REMOVE "${OUT}" "${png}")
 execute_process(
   COMMAND "${NSA}" bench --tokens 512 --heads 2 --dk 32 --dv 32 --reps 1 --decode-steps 4
-          --phases forward,backward,decode --json "${OUT}"
+          --phases forward,backward,decode --json "${OUT}" --plot "${png}"
   RESULT_VARIABLE rc OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "nsa bench failed (${rc}):\n${stdout}\n${stderr}")
@@ -62,3 +66,26 @@ foreach(want forward/dense forward/nsa backward/dense backward/nsa decode/dense 
     message(FATAL_ERROR "no result for ${want}")
   endif()
 endforeach()
+
+# --plot: a PNG (signature 89 50 4E 47 0D 0A 1A 0A, then the 13-byte IHDR chunk), of a
+# plausible size for a 1000 x 620 chart.
+if(NOT EXISTS "${png}")
+  message(FATAL_ERROR "--plot did not write ${png}")
+endif()
+file(READ "${png}" head LIMIT 16 HEX)
+if(NOT head STREQUAL "89504e470d0a1a0a0000000d49484452")
+  message(FATAL_ERROR "${png} does not start with the PNG signature and IHDR: ${head}")
+endif()
+file(SIZE "${png}" png_size)
+if(png_size LESS 2000)
+  message(FATAL_ERROR "${png} is only ${png_size} bytes")
+endif()
+
+# An unwritable --plot path fails before the measurements, with a message naming it.
+execute_process(
+  COMMAND "${NSA}" bench --tokens 64 --heads 1 --dk 16 --dv 16 --reps 1 --phases forward
+          --plot "${png}.missing-dir/x.png"
+  RESULT_VARIABLE rc OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
+if(rc EQUAL 0 OR NOT stderr MATCHES "missing-dir")
+  message(FATAL_ERROR "bench --plot into a missing folder: rc=${rc}\n${stdout}\n${stderr}")
+endif()

@@ -7,14 +7,20 @@
 
 namespace nsa::plot {
 
+std::string fit_text(const std::string& s, int max_width, int scale) {
+  if (font::text_width(s, scale) <= max_width) return s;
+  const int chars = std::max(0, (max_width / scale + 1) / font::kAdvance - 3);
+  return s.substr(0, static_cast<size_t>(chars)) + "...";
+}
+
 int draw_title(Canvas& c, const std::string& title, const std::string& subtitle, int scale) {
   int y = 12;
   if (!title.empty()) {
-    c.text(c.width() / 2.0, y, title, colors::kText, scale + 1, Align::kCenter);
+    c.text(c.width() / 2.0, y, fit_text(title, c.width() - 20, scale + 1), colors::kText, scale + 1, Align::kCenter);
     y += font::text_height(scale + 1) + 8;
   }
   if (!subtitle.empty()) {
-    c.text(c.width() / 2.0, y, subtitle, Rgb{100, 100, 100}, scale, Align::kCenter);
+    c.text(c.width() / 2.0, y, fit_text(subtitle, c.width() - 20, scale), Rgb{100, 100, 100}, scale, Align::kCenter);
     y += font::text_height(scale) + 8;
   }
   return y;

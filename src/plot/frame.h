@@ -17,8 +17,11 @@ struct Rect {
   int height() const { return y1 - y0; }
 };
 
-// Draws `title` (scale + 1, centred) and `subtitle` (scale, grey) from the top; returns
-// the y below them.
+// `s` cut to at most max_width pixels at `scale`, ending in "..." when cut.
+std::string fit_text(const std::string& s, int max_width, int scale);
+
+// Draws `title` (scale + 1, centred) and `subtitle` (scale, grey) from the top, each cut
+// to the image width; returns the y below them.
 int draw_title(Canvas& c, const std::string& title, const std::string& subtitle, int scale);
 
 // Pixel x of value v on the horizontal axis spanning r (NaN when not plottable), and

@@ -7,6 +7,7 @@
 
 #include "plot/canvas.h"
 #include "plot/font.h"
+#include "plot/frame.h"
 
 namespace nsa::plot {
 namespace {
@@ -157,6 +158,14 @@ TEST(Canvas, TextBoxAndAnchors) {
   const auto bm = ink_box(m.image());
   EXPECT_NEAR((bm[0] + bm[2]) / 2.0, 100, 1.5);
   EXPECT_NEAR((bm[1] + bm[3]) / 2.0, 25, 1.5);
+}
+
+TEST(Font, FitTextCutsWithEllipsis) {
+  EXPECT_EQ(fit_text("short", 1000, 2), "short");
+  const std::string cut = fit_text(std::string(100, 'x'), 200, 2);
+  EXPECT_LE(font::text_width(cut, 2), 200);
+  EXPECT_GT(font::text_width(cut, 2), 200 - 3 * 12);
+  EXPECT_EQ(cut.substr(cut.size() - 3), "...");
 }
 
 TEST(Canvas, VerticalTextIsTurned) {

@@ -4,6 +4,7 @@
 //   nsa bench                         T = 16384, phases forward + decode (< 60 s on 2 cores)
 //   nsa bench --paper                 T = 8k, 16k, 32k, 64k, every phase (long)
 //   nsa bench --phases backward --tokens 4096 --reps 3 --json out.json
+//   nsa bench --paper --plot speedup.png  the same, and the speed-up vs T chart
 //
 // Shape by default: one GQA group of the paper's model, H = 16, H_kv = 1, d_k = 192,
 // d_v = 128, batch 1, the paper's NSA config (l=32, d=16, l'=64, n=16, w=512, mlp phi),
@@ -35,7 +36,9 @@
 //   {"machine": {"fma_peak_gflops", "threads", "cpu"},
 //    "results": [{"T", "phase", "impl", "ms", "ms_min", "ms_max", "gflops", "tokens_read"}]}
 // with phase forward|backward|decode and impl dense|nsa.
-// --plot is not implemented (no plotting library is a dependency of this project).
+// --plot FILE.png draws the speed-up (dense ms / NSA ms) against T (log2 axis) per phase,
+// ours solid with circles, the paper's figures dashed with diamonds in the same color
+// (src/plot, no dependency); the title names the CPU, the threads and the shape.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -43,6 +46,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -54,6 +58,8 @@
 #include "nsa/decode.h"
 #include "nsa/error.h"
 #include "nsa/nsa.h"
+#include "plot/line_chart.h"
+#include "plot/png.h"
 
 namespace nsa::cli {
 namespace {
@@ -68,6 +74,7 @@ struct BenchOptions {
   int decode_steps = 32;
   std::vector<std::string> phases{"forward", "decode"};
   std::string json;
+  std::string plot;
 };
 
 struct Result {
@@ -384,6 +391,38 @@ void write_json(const std::string& path, const FmaPeak& peak, int threads, const
   if (!ok) throw Error("bench: cannot write " + path);
 }
 
+// The speed-up chart of --plot: one solid line per measured phase, and the paper's figures
+// for that phase as a dashed line in the same color.
+void write_plot(const std::string& path, const BenchOptions& o, int threads, const std::string& cpu,
+                const std::vector<Result>& results) {
+  plot::LineChart chart;
+  chart.title = "NSA speed-up over full attention (fp32 CPU)";
+  chart.subtitle = cpu + ", " + std::to_string(threads) + (threads == 1 ? " thread" : " threads") +
+                   "; H=" + std::to_string(o.heads) + " H_kv=" + std::to_string(o.kv_heads) +
+                   " d_k=" + std::to_string(o.d_k) + " d_v=" + std::to_string(o.d_v);
+  chart.x_label = "sequence length T";
+  chart.y_label = "speed-up (full ms / NSA ms)";
+  chart.x_scale = plot::Scale::kLog2;
+  chart.y_include_zero = true;
+  chart.rules.push_back({1.0, "break-even"});
+  const char* phases[3] = {"forward", "backward", "decode"};
+  for (int p = 0; p < 3; ++p) {
+    plot::Series ours{phases[p], {}, {}, plot::palette(p), false, true, plot::Marker::kCircle};
+    for (size_t i = 0; i + 1 < results.size(); i += 2)
+      if (results[i].phase == phases[p] && results[i + 1].ms > 0)
+        ours.x.push_back(static_cast<double>(results[i].T)), ours.y.push_back(results[i].ms / results[i + 1].ms);
+    if (ours.x.empty()) continue;
+    plot::Series paper{std::string("paper ") + phases[p] + (p == 2 ? " (Table 4, expected)" : " (A100)"),
+                       {}, {}, plot::palette(p), true, true, plot::Marker::kDiamond};
+    for (const index_t T : {8192, 16384, 32768, 65536})
+      if (const double x = paper_speedup(phases[p], T); x > 0)
+        paper.x.push_back(static_cast<double>(T)), paper.y.push_back(x);
+    chart.series.push_back(std::move(ours));
+    if (!paper.x.empty()) chart.series.push_back(std::move(paper));
+  }
+  plot::write_png(path, plot::render_line_chart(chart));
+}
+
 int run_bench(const BenchOptions& in) {
   BenchOptions o = in;
   if (o.paper) o.tokens = {8192, 16384, 32768, 65536};
@@ -393,6 +432,11 @@ int run_bench(const BenchOptions& in) {
   for (const auto& p : o.phases)
     if (p != "forward" && p != "backward" && p != "decode")
       throw Error("bench: unknown phase '" + p + "' (forward, backward, decode)");
+  if (!o.plot.empty()) {  // fail before the measurements, not after
+    const std::filesystem::path dir = std::filesystem::path(o.plot).parent_path();
+    if (!dir.empty() && !std::filesystem::is_directory(dir))
+      throw Error("bench: cannot write " + o.plot + ": no directory " + dir.string());
+  }
 
   const Config config;
   ThreadPool pool(o.threads);
@@ -422,6 +466,10 @@ int run_bench(const BenchOptions& in) {
               pool.size(), peak.gflops, peak.isa.c_str(), o.reps, o.backward_reps, o.decode_steps, total_s);
   print_table(table, results, peak.gflops);
   if (!o.json.empty()) write_json(o.json, peak, pool.size(), cpu, results);
+  if (!o.plot.empty()) {
+    write_plot(o.plot, o, pool.size(), cpu, results);
+    std::fprintf(table, "speed-up chart written to %s\n", o.plot.c_str());
+  }
   return 0;
 }
 
@@ -447,6 +495,9 @@ Command add_bench_command(CLI::App& app) {
                   "phases, from forward,backward,decode (default forward,decode; --paper adds backward)")
       ->delimiter(',');
   sub->add_option("--json", options->json, "write the results as JSON to FILE ('-': stdout)");
+  sub->add_option("--plot", options->plot,
+                  "draw the speed-up vs T of every phase, beside the paper's, as a PNG chart to FILE")
+      ->type_name("FILE.png");
   return {sub, [options, sub] {
             BenchOptions o = *options;
             if (o.paper && sub->count("--phases") == 0) o.phases = {"forward", "backward", "decode"};
