@@ -1,0 +1,295 @@
+#include "model/attention_layer.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "model/layers/matmul.h"
+#include "model/layers/rope.h"
+#include "model/layers/sigmoid.h"
+#include "nsa/thread_pool.h"
+
+namespace nsa::model {
+namespace {
+
+ConfigOptions operator_options(const ModelConfig& c) {
+  ConfigOptions o = c.nsa;
+  if (c.attention == AttentionKind::window) o.phi = PhiKind::mean;  // no phi parameters
+  return o;
+}
+
+// ---- the operator: fp32 kernels for float, the float64 reference for double ----------
+void run_nsa_forward(const Config& c, const NsaInputs<float>& in, TensorView<float> out,
+                     NsaSaved<float>* saved, ThreadPool& pool) {
+  nsa_forward(c, in, out, saved, pool);
+}
+void run_nsa_forward(const Config& c, const NsaInputs<double>& in, TensorView<double> out,
+                     NsaSaved<double>* saved, ThreadPool&) {
+  reference::nsa_forward(c, in, out, saved);
+}
+void run_nsa_backward(const Config& c, const NsaInputs<float>& in, const NsaSaved<float>& saved,
+                      TensorView<const float> d_out, const NsaGradients<float>& g, ThreadPool& pool) {
+  nsa_backward(c, in, saved, d_out, g, pool);
+}
+void run_nsa_backward(const Config& c, const NsaInputs<double>& in, const NsaSaved<double>& saved,
+                      TensorView<const double> d_out, const NsaGradients<double>& g, ThreadPool&) {
+  reference::nsa_backward(c, in, saved, d_out, g);
+}
+void run_dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* lse, ThreadPool& pool) {
+  dense_forward(in, out, lse, pool);
+}
+void run_dense_forward(const DenseInputs<double>& in, TensorView<double> out, double* lse, ThreadPool&) {
+  reference::dense_forward(in, out, lse);
+}
+void run_dense_backward(const DenseInputs<float>& in, TensorView<const float> out, const float* lse,
+                        TensorView<const float> d_out, const DenseGradients<float>& g, ThreadPool& pool) {
+  dense_backward(in, out, lse, d_out, g, pool);
+}
+void run_dense_backward(const DenseInputs<double>& in, TensorView<const double>, const double*,
+                        TensorView<const double> d_out, const DenseGradients<double>& g, ThreadPool&) {
+  reference::dense_backward(in, d_out, g);
+}
+
+// Sizes of phi's parameter fields (pe, w1, b1, w2, b2, w) for one dim.
+std::array<std::size_t, 6> phi_sizes(const Config& op, index_t dim) {
+  const auto l = static_cast<std::size_t>(op.block_len());
+  const auto n = static_cast<std::size_t>(dim);
+  const auto hid = static_cast<std::size_t>(op.phi_hidden_for(dim));
+  switch (op.phi()) {
+    case PhiKind::mlp: return {l * n, hid * l * n, hid, n * hid, n, 0};
+    case PhiKind::linear: return {l * n, 0, 0, 0, 0, n * l * n};
+    case PhiKind::mean: break;
+  }
+  return {0, 0, 0, 0, 0, 0};
+}
+
+template <class P>
+std::array<P**, 6> phi_fields(PhiTensors<P>& t) {
+  return {&t.pe, &t.w1, &t.b1, &t.w2, &t.b2, &t.w};
+}
+template <class T>
+std::array<T**, 6> phi_fields(PhiGradients<T>& t) {
+  return {&t.pe, &t.w1, &t.b1, &t.w2, &t.b2, &t.w};
+}
+
+template <class T>
+PhiWeights<T> phi_weights(const PhiTensors<const T>& t) {
+  PhiWeights<T> p;
+  p.pe = t.pe;
+  p.w1 = t.w1;
+  p.b1 = t.b1;
+  p.w2 = t.w2;
+  p.b2 = t.b2;
+  p.w = t.w;
+  return p;
+}
+
+// Gate column of parameter branch b: nsa b -> b; window 0 -> kWin.
+int gate_column(const AttentionShape& s, int b) { return s.kind == AttentionKind::window ? kWin : b; }
+
+}  // namespace
+
+AttentionShape::AttentionShape(const ModelConfig& c)
+    : kind(c.attention),
+      C(c.d_model),
+      H(c.n_heads),
+      H_kv(c.n_kv_heads),
+      d_k(c.d_k),
+      d_v(c.d_v),
+      branches(c.attention == AttentionKind::nsa ? 3 : c.attention == AttentionKind::window ? 1 : 0),
+      streams(c.independent_kv ? 3 : 1),
+      op(c.attention == AttentionKind::full ? Config() : Config(operator_options(c))),
+      scale(c.nsa.scale > 0 ? c.nsa.scale : 1.0 / std::sqrt(static_cast<double>(c.d_k))) {}
+
+template <class T>
+void AttentionActs<T>::resize(const AttentionShape& s, index_t N) {
+  q.resize(static_cast<std::size_t>(N * s.H * s.d_k));
+  for (int i = 0; i < 3; ++i) {
+    k[i].resize(i < s.streams ? static_cast<std::size_t>(N * s.H_kv * s.d_k) : 0);
+    v[i].resize(i < s.streams ? static_cast<std::size_t>(N * s.H_kv * s.d_v) : 0);
+  }
+  gates.resize(s.kind == AttentionKind::full ? 0 : static_cast<std::size_t>(N * s.H * 3));
+  att.resize(static_cast<std::size_t>(N * s.H * s.d_v));
+  lse.resize(s.kind == AttentionKind::full ? static_cast<std::size_t>(N * s.H) : 0);
+}
+
+template <class T>
+void attention_inputs_forward(const AttentionShape& s, const LayerTensors<const T>& w, const T* x,
+                              index_t B, index_t Tn, const T* cos, const T* sin,
+                              AttentionActs<T>& acts, ThreadPool& pool) {
+  const index_t N = B * Tn;
+  matmul_forward(acts.q.data(), x, w.wq, static_cast<const T*>(nullptr), N, s.C, s.H * s.d_k);
+  rope_forward(acts.q.data(), acts.q.data(), cos, sin, B, Tn, s.H, s.d_k, pool);
+  for (int i = 0; i < s.streams; ++i) {
+    matmul_forward(acts.k[i].data(), x, w.wk[i], static_cast<const T*>(nullptr), N, s.C, s.H_kv * s.d_k);
+    rope_forward(acts.k[i].data(), acts.k[i].data(), cos, sin, B, Tn, s.H_kv, s.d_k, pool);
+    matmul_forward(acts.v[i].data(), x, w.wv[i], static_cast<const T*>(nullptr), N, s.C, s.H_kv * s.d_v);
+  }
+  if (s.kind == AttentionKind::full) return;
+  const index_t cols = s.H * s.branches;
+  std::vector<T> logits(static_cast<std::size_t>(N * cols));
+  matmul_forward(logits.data(), x, w.wg, w.bg, N, s.C, cols);
+  sigmoid_forward(logits.data(), logits.data(), N * cols);
+  std::fill(acts.gates.begin(), acts.gates.end(), T(0));
+  for (index_t n = 0; n < N; ++n)
+    for (index_t h = 0; h < s.H; ++h)
+      for (int b = 0; b < s.branches; ++b)
+        acts.gates[(n * s.H + h) * 3 + gate_column(s, b)] = logits[(n * s.H + h) * s.branches + b];
+}
+
+template <class T>
+NsaInputs<T> attention_nsa_inputs(const AttentionShape& s, const LayerTensors<const T>& w,
+                                  const AttentionActs<T>& acts, index_t B, index_t Tn) {
+  NsaInputs<T> in;
+  in.q = contiguous_view<const T>(acts.q.data(), B, Tn, s.H, s.d_k);
+  TensorView<const T>* ks[3] = {&in.k_cmp, &in.k_slc, &in.k_win};
+  TensorView<const T>* vs[3] = {&in.v_cmp, &in.v_slc, &in.v_win};
+  for (int b = 0; b < 3; ++b) {
+    const int i = s.streams == 3 ? b : 0;  // shared K/V: the same view for every branch
+    *ks[b] = contiguous_view<const T>(acts.k[i].data(), B, Tn, s.H_kv, s.d_k);
+    *vs[b] = contiguous_view<const T>(acts.v[i].data(), B, Tn, s.H_kv, s.d_v);
+  }
+  in.gates = contiguous_view<const T>(acts.gates.data(), B, Tn, s.H, 3);
+  if (s.kind == AttentionKind::nsa) {
+    in.phi_k = phi_weights(w.phi_k);
+    in.phi_v = phi_weights(w.phi_v);
+  }
+  return in;
+}
+
+template <class T>
+void attention_forward(const AttentionShape& s, const LayerTensors<const T>& w, const T* x,
+                       index_t B, index_t Tn, const T* cos, const T* sin, AttentionActs<T>& acts,
+                       T* out, ThreadPool& pool) {
+  attention_inputs_forward(s, w, x, B, Tn, cos, sin, acts, pool);
+  TensorView<T> att = contiguous_view<T>(acts.att.data(), B, Tn, s.H, s.d_v);
+  if (s.kind == AttentionKind::full) {
+    DenseInputs<T> in;
+    in.q = contiguous_view<const T>(acts.q.data(), B, Tn, s.H, s.d_k);
+    in.k = contiguous_view<const T>(acts.k[0].data(), B, Tn, s.H_kv, s.d_k);
+    in.v = contiguous_view<const T>(acts.v[0].data(), B, Tn, s.H_kv, s.d_v);
+    in.scale = s.scale;
+    run_dense_forward(in, att, acts.lse.data(), pool);
+  } else {
+    run_nsa_forward(s.op, attention_nsa_inputs(s, w, acts, B, Tn), att, &acts.saved, pool);
+  }
+  matmul_forward(out, acts.att.data(), w.wo, static_cast<const T*>(nullptr), B * Tn, s.H * s.d_v, s.C);
+}
+
+template <class T>
+void attention_backward(const AttentionShape& s, const LayerTensors<const T>& w,
+                        const LayerTensors<T>& g, const T* x, index_t B, index_t Tn, const T* cos,
+                        const T* sin, const AttentionActs<T>& acts, const T* dout, T* dx,
+                        AttentionScratch<T>& sc, ThreadPool& pool) {
+  const index_t N = B * Tn;
+  // out = att Wo^T
+  sc.datt.assign(static_cast<std::size_t>(N * s.H * s.d_v), T(0));
+  matmul_backward(sc.datt.data(), g.wo, static_cast<T*>(nullptr), dout, acts.att.data(), w.wo, N,
+                  s.H * s.d_v, s.C);
+
+  // The operator: writes (overwrites) dq, dk, dv, dgates, phi's gradients.
+  sc.dq.resize(acts.q.size());
+  for (int i = 0; i < s.streams; ++i) {
+    sc.dk[i].resize(acts.k[i].size());
+    sc.dv[i].resize(acts.v[i].size());
+  }
+  const TensorView<const T> d_att = contiguous_view<const T>(sc.datt.data(), B, Tn, s.H, s.d_v);
+  if (s.kind == AttentionKind::full) {
+    DenseInputs<T> in;
+    in.q = contiguous_view<const T>(acts.q.data(), B, Tn, s.H, s.d_k);
+    in.k = contiguous_view<const T>(acts.k[0].data(), B, Tn, s.H_kv, s.d_k);
+    in.v = contiguous_view<const T>(acts.v[0].data(), B, Tn, s.H_kv, s.d_v);
+    in.scale = s.scale;
+    DenseGradients<T> dg;
+    dg.dq = contiguous_view<T>(sc.dq.data(), B, Tn, s.H, s.d_k);
+    dg.dk = contiguous_view<T>(sc.dk[0].data(), B, Tn, s.H_kv, s.d_k);
+    dg.dv = contiguous_view<T>(sc.dv[0].data(), B, Tn, s.H_kv, s.d_v);
+    run_dense_backward(in, contiguous_view<const T>(acts.att.data(), B, Tn, s.H, s.d_v),
+                       acts.lse.data(), d_att, dg, pool);
+  } else {
+    NsaGradients<T> dg;
+    dg.dq = contiguous_view<T>(sc.dq.data(), B, Tn, s.H, s.d_k);
+    TensorView<T>* dks[3] = {&dg.dk_cmp, &dg.dk_slc, &dg.dk_win};
+    TensorView<T>* dvs[3] = {&dg.dv_cmp, &dg.dv_slc, &dg.dv_win};
+    for (int b = 0; b < 3; ++b) {
+      const int i = s.streams == 3 ? b : 0;  // shared K/V: aliased views receive the sum
+      *dks[b] = contiguous_view<T>(sc.dk[i].data(), B, Tn, s.H_kv, s.d_k);
+      *dvs[b] = contiguous_view<T>(sc.dv[i].data(), B, Tn, s.H_kv, s.d_v);
+    }
+    sc.dgates.resize(acts.gates.size());
+    dg.dgates = contiguous_view<T>(sc.dgates.data(), B, Tn, s.H, 3);
+    // phi's gradients go to scratch first (the operator overwrites), then add into g.
+    const auto size_k = phi_sizes(s.op, s.d_k), size_v = phi_sizes(s.op, s.d_v);
+    std::size_t total = 0;
+    for (int f = 0; f < 6; ++f) total += size_k[f] + size_v[f];
+    sc.dphi.assign(total, T(0));
+    if (s.kind == AttentionKind::nsa) {
+      T* next = sc.dphi.data();
+      for (auto [grads, sizes] : {std::pair{&dg.phi_k, &size_k}, std::pair{&dg.phi_v, &size_v}}) {
+        const auto fields = phi_fields(*grads);
+        for (int f = 0; f < 6; ++f) {
+          if ((*sizes)[f] == 0) continue;
+          *fields[f] = next;
+          next += (*sizes)[f];
+        }
+      }
+    }
+    run_nsa_backward(s.op, attention_nsa_inputs(s, w, acts, B, Tn), acts.saved, d_att, dg, pool);
+    if (s.kind == AttentionKind::nsa) {
+      const T* next = sc.dphi.data();
+      LayerTensors<T> gm = g;
+      for (auto [dst, sizes] : {std::pair{&gm.phi_k, &size_k}, std::pair{&gm.phi_v, &size_v}}) {
+        const auto fields = phi_fields(*dst);
+        for (int f = 0; f < 6; ++f) {
+          for (std::size_t j = 0; j < (*sizes)[f]; ++j) (*fields[f])[j] += next[j];
+          next += (*sizes)[f];
+        }
+      }
+    }
+    // gates = sigmoid(x Wg^T + bg), the parameter columns only.
+    const index_t cols = s.H * s.branches;
+    std::vector<T> gsel(static_cast<std::size_t>(N * cols)), dgsel(gsel.size());
+    for (index_t n = 0; n < N; ++n)
+      for (index_t h = 0; h < s.H; ++h)
+        for (int b = 0; b < s.branches; ++b) {
+          const index_t src = (n * s.H + h) * 3 + gate_column(s, b);
+          gsel[(n * s.H + h) * s.branches + b] = acts.gates[src];
+          dgsel[(n * s.H + h) * s.branches + b] = sc.dgates[src];
+        }
+    sc.dgate_logits.assign(gsel.size(), T(0));
+    sigmoid_backward(sc.dgate_logits.data(), dgsel.data(), gsel.data(), N * cols);
+    matmul_backward(dx, g.wg, g.bg, sc.dgate_logits.data(), x, w.wg, N, s.C, cols);
+  }
+
+  // q = rope(x Wq^T), k_s = rope(x Wk_s^T), v_s = x Wv_s^T
+  rope_backward(sc.dq.data(), sc.dq.data(), cos, sin, B, Tn, s.H, s.d_k, pool);
+  matmul_backward(dx, g.wq, static_cast<T*>(nullptr), sc.dq.data(), x, w.wq, N, s.C, s.H * s.d_k);
+  for (int i = 0; i < s.streams; ++i) {
+    rope_backward(sc.dk[i].data(), sc.dk[i].data(), cos, sin, B, Tn, s.H_kv, s.d_k, pool);
+    matmul_backward(dx, g.wk[i], static_cast<T*>(nullptr), sc.dk[i].data(), x, w.wk[i], N, s.C,
+                    s.H_kv * s.d_k);
+    matmul_backward(dx, g.wv[i], static_cast<T*>(nullptr), sc.dv[i].data(), x, w.wv[i], N, s.C,
+                    s.H_kv * s.d_v);
+  }
+}
+
+#define NSA_INSTANTIATE(T)                                                                       \
+  template struct AttentionActs<T>;                                                              \
+  template void attention_inputs_forward<T>(const AttentionShape&, const LayerTensors<const T>&, \
+                                            const T*, index_t, index_t, const T*, const T*,      \
+                                            AttentionActs<T>&, ThreadPool&);                     \
+  template NsaInputs<T> attention_nsa_inputs<T>(const AttentionShape&,                           \
+                                                const LayerTensors<const T>&,                    \
+                                                const AttentionActs<T>&, index_t, index_t);      \
+  template void attention_forward<T>(const AttentionShape&, const LayerTensors<const T>&,        \
+                                     const T*, index_t, index_t, const T*, const T*,             \
+                                     AttentionActs<T>&, T*, ThreadPool&);                        \
+  template void attention_backward<T>(const AttentionShape&, const LayerTensors<const T>&,       \
+                                      const LayerTensors<T>&, const T*, index_t, index_t,        \
+                                      const T*, const T*, const AttentionActs<T>&, const T*, T*, \
+                                      AttentionScratch<T>&, ThreadPool&);
+NSA_INSTANTIATE(float)
+NSA_INSTANTIATE(double)
+#undef NSA_INSTANTIATE
+
+}  // namespace nsa::model
