@@ -2,6 +2,7 @@
 // with write_png and read back with the independent decoder. With NSA_PLOT_EXAMPLES=DIR
 // set, the PNGs are kept in DIR to be looked at.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 // Writes the image, reads it back and checks the pixels.
 void write_and_check(const Image& img, const std::string& name) {
   const char* keep = std::getenv("NSA_PLOT_EXAMPLES");
-  const fs::path dir = keep ? fs::path(keep) : fs::temp_directory_path() / "nsa_plot_examples_test";
+  const fs::path dir = keep ? fs::path(keep) : fs::temp_directory_path() / ("nsa_plot_examples_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const fs::path file = dir / name;
   write_png(file.string(), img);
@@ -33,7 +34,7 @@ void write_and_check(const Image& img, const std::string& name) {
   EXPECT_EQ(d.width, img.width);
   EXPECT_EQ(d.height, img.height);
   EXPECT_EQ(d.rgb, img.pixels);
-  if (!keep) fs::remove(file);
+  if (!keep) fs::remove_all(dir);
 }
 
 TEST(Examples, SpeedupVsT) {

@@ -2,6 +2,7 @@
 // pixels that went in; every chunk's CRC holds; the zlib stream round-trips on inputs that
 // stress the matcher; write_png is atomic and reports unwritable paths.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -105,7 +106,7 @@ TEST(Png, ZlibRoundTrips) {
 }
 
 TEST(Png, WriteIsAtomicAndReadable) {
-  const fs::path dir = fs::temp_directory_path() / ("nsa_plot_png_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()));
+  const fs::path dir = fs::temp_directory_path() / ("nsa_plot_png_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   const Image img = sample_image(64, 32);
