@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "nsa/bf16.h"
 #include "nsa/config.h"
 #include "nsa/tensor.h"
 
@@ -94,6 +95,21 @@ void nsa_forward(const Config& config, const NsaInputs<float>& in, TensorView<fl
 
 // lse (may be null): [rows, H] log-sum-exp of each query row.
 void dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* lse,
+                   ThreadPool& pool);
+
+// ---- bf16 storage, fp32 compute (CPU) ---------------------------------------------------
+// Every input is bf16: q, k, v of each branch, gates and phi's weights; outputs and saved
+// tensors are fp32. Products are accumulated in fp32: with AVX512_BF16 (vdpbf16ps) the
+// dot products q.k and p.v take bf16 pairs (p, the softmax probabilities, is rounded to
+// bf16 for p.v, as GPU flash attention does); elsewhere bf16 is widened to fp32 and the
+// fp32 kernels run. phi runs in fp32 (weights widened once per call); its outputs Kc/Vc
+// are rounded to bf16 like every other key, and saved->k_cmp_blocks / v_cmp_blocks hold
+// those rounded values widened to fp32. Accuracy: the spec's bf16 tolerance (1e-2
+// relative) against the float64 reference run on the same bf16 values.
+void nsa_forward(const Config& config, const NsaInputs<bf16>& in, TensorView<float> out,
+                 NsaSaved<float>* saved, ThreadPool& pool);
+
+void dense_forward(const DenseInputs<bf16>& in, TensorView<float> out, float* lse,
                    ThreadPool& pool);
 
 // ---- float64 reference: the spec in code ---------------------------------------------

@@ -5,8 +5,13 @@
 //                  a key tile transposed once, and scores of query rows against it
 //                  (vectorised along keys; the backward reuses one transpose for many rows)
 //   ScoreTile      the two together: scores of query rows against one tile of keys, masked
-//   SoftmaxUpdate  folds one score tile into a SoftmaxState (online softmax + P V)
+//   SoftmaxRescale, AccumulateValues
+//                  fold one score tile into a SoftmaxState (online softmax, then P V)
 //   AttendRange    the flash-attention loop: rows against keys [key0, key1), tile by tile
+// Keys and values are float or bf16 (KeyValuesT<T>). bf16 is widened to fp32 as it is
+// read, except on AVX-512 targets when the tile carries q_pairs (bf16_dot_enabled()):
+// then the two products use the CPU's bf16 pair dot product, vdpbf16ps (the "Pairs"
+// functions at the end: same tiles, same online softmax, fp32 accumulation).
 // Reductions stay in a fixed order, so results are bitwise reproducible for a given target.
 
 // Per-target include guard (Highway's idiom): re-included once per target.
@@ -19,7 +24,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/kernels.h"
@@ -31,6 +39,21 @@ namespace nsa::cpu::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// fp32 value of a stored element, scalar and one vector of lanes (bf16: exact widening).
+inline float ToFloat(float x) { return x; }
+inline float ToFloat(bf16 x) { return static_cast<float>(x); }
+template <class D>
+HWY_INLINE hn::Vec<D> LoadF32(D d, const float* p) {
+  return hn::LoadU(d, p);
+}
+template <class D>
+HWY_INLINE hn::Vec<D> LoadF32(D d, const bf16* p) {
+  const hn::RebindToUnsigned<D> du32;
+  const hn::Rebind<std::uint16_t, D> du16;
+  const auto bits = hn::PromoteTo(du32, hn::LoadU(du16, reinterpret_cast<const std::uint16_t*>(p)));
+  return hn::BitCast(d, hn::ShiftLeft<16>(bits));
+}
 
 // C[i][j] = sum_k A[i][k] * B[j][k] for i < M, j < N. Rows of A at a + i * lda, rows of B
 // at b + j * ldb (any stride: B may be keys read straight from a strided view), C at
@@ -87,17 +110,37 @@ inline void MatMulABt(const float* a, index_t lda, index_t M, const float* b, in
 
 // kt [dim, kKeyTile] = the n rows x[s0 + j] (row stride ld) transposed, columns n .. the
 // next multiple of the vector length zero-padded. Done once per key tile and reused by
-// every chunk of query rows that meets the tile.
-inline void TransposeTile(const float* x, index_t ld, index_t s0, index_t n, index_t dim, float* kt) {
+// every chunk of query rows that meets the tile. T = bf16 widens to fp32.
+template <class T>
+inline void TransposeTile(const T* x, index_t ld, index_t s0, index_t n, index_t dim, float* kt) {
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t n_pad = (n + NL - 1) / NL * NL;
   for (index_t j = 0; j < n; ++j) {
-    const float* row = x + (s0 + j) * ld;
-    for (index_t c = 0; c < dim; ++c) kt[c * kKeyTile + j] = row[c];
+    const T* row = x + (s0 + j) * ld;
+    for (index_t c = 0; c < dim; ++c) kt[c * kKeyTile + j] = ToFloat(row[c]);
   }
   for (index_t c = 0; c < dim; ++c)
     for (index_t j = n; j < n_pad; ++j) kt[c * kKeyTile + j] = 0.0f;
+}
+
+// Row r of S [R, kKeyTile] (keys s0 .. s0+n-1): -inf outside lo[r] <= s0 + j < hi[r]
+// (lo null: no mask) and in the padding columns n .. round_up(n, lanes).
+inline void MaskScores(index_t R, index_t s0, index_t n, const index_t* lo, const index_t* hi,
+                       float* S) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t n_pad = (n + NL - 1) / NL * NL;
+  for (index_t r = 0; r < R; ++r) {
+    float* srow = S + r * kKeyTile;
+    if (lo != nullptr) {
+      const index_t begin = std::clamp(lo[r] - s0, index_t{0}, n);
+      const index_t end = std::clamp(hi[r] - s0, begin, n);
+      for (index_t j = 0; j < begin; ++j) srow[j] = kNegInf;
+      for (index_t j = end; j < n; ++j) srow[j] = kNegInf;
+    }
+    for (index_t j = n; j < n_pad; ++j) srow[j] = kNegInf;
+  }
 }
 
 // S [R, kKeyTile] = a [R, dim] times the transposed tile kt [dim, kKeyTile] (n keys, key
@@ -149,37 +192,204 @@ inline void ScoresFromTransposed(const float* a, index_t R, index_t dim, const f
       }
     }
   }
-  for (index_t r = 0; r < R; ++r) {
-    float* srow = S + r * kKeyTile;
-    if (lo != nullptr) {
-      const index_t begin = std::clamp(lo[r] - s0, index_t{0}, n);
-      const index_t end = std::clamp(hi[r] - s0, begin, n);
-      for (index_t j = 0; j < begin; ++j) srow[j] = kNegInf;
-      for (index_t j = end; j < n; ++j) srow[j] = kNegInf;
+  MaskScores(R, s0, n, lo, hi, S);
+}
+
+// ---- bf16 pair dot product (vdpbf16ps) ---------------------------------------------------
+// AVX-512 targets only. Highway 1.0.3 has no target with AVX512_BF16 (its bf16
+// ReorderWidenMulAccumulate is two shifts and two FMAs on every x86 target), so these
+// functions add the ISA themselves: GCC merges target("avx512bf16") with the target
+// pragma Highway puts around this namespace. They run only when bf16_dot_enabled().
+// A uint32 holds a pair of bf16, the lower-indexed element in the low half;
+// vdpbf16ps(acc, a, b) adds a.lo * b.lo + a.hi * b.hi to each fp32 lane of acc.
+#undef NSA_CPU_BF16_DOT
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define NSA_CPU_BF16_DOT 1
+#define NSA_CPU_BF16_DOT_ATTR __attribute__((target("avx512bf16")))
+
+// kt [ceil(dim/2), kKeyTile] = the bf16 pairs of the n rows x[s0 + j] transposed (an odd
+// dim's last pair is (x[dim-1], 0)); columns n .. round_up(n, 16) zero.
+inline void TransposePairs(const bf16* x, index_t ld, index_t s0, index_t n, index_t dim,
+                           std::uint32_t* kt) {
+  const index_t pairs = (dim + 1) / 2, n_pad = (n + 15) / 16 * 16;
+  for (index_t j = 0; j < n; ++j) {
+    const bf16* row = x + (s0 + j) * ld;
+    for (index_t p = 0; p < dim / 2; ++p) std::memcpy(kt + p * kKeyTile + j, row + 2 * p, 4);
+    if (dim % 2) kt[(pairs - 1) * kKeyTile + j] = row[dim - 1].bits;
+  }
+  for (index_t p = 0; p < pairs; ++p)
+    for (index_t j = n; j < n_pad; ++j) kt[p * kKeyTile + j] = 0;
+}
+
+// out[x][j + 16y ..] = scale * (q[x] . kt[:, j + 16y ..]) for 4 query rows x and NC
+// vectors y of 16 keys: 4 * NC accumulators, each key vector loaded once for 4 rows.
+template <int NC>
+NSA_CPU_BF16_DOT_ATTR inline void ScorePairsBlock(const std::uint32_t* const* q, index_t pairs,
+                                                  const std::uint32_t* kt, index_t j, float scale,
+                                                  float* const* out) {
+  __m512 acc[4][NC];
+#pragma GCC unroll 4
+  for (int x = 0; x < 4; ++x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_setzero_ps();
+  for (index_t p = 0; p < pairs; ++p, kt += kKeyTile) {
+    __m512bh k[NC];
+#pragma GCC unroll 4
+    for (int y = 0; y < NC; ++y) k[y] = (__m512bh)_mm512_loadu_si512(kt + j + 16 * y);
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(q[x][p]));
+#pragma GCC unroll 4
+      for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_dpbf16_ps(acc[x][y], a, k[y]);
     }
-    for (index_t j = n; j < n_pad; ++j) srow[j] = kNegInf;
+  }
+  const __m512 vs = _mm512_set1_ps(scale);
+#pragma GCC unroll 4
+  for (int x = 3; x >= 0; --x)  // clamped duplicate rows alias the last real one
+#pragma GCC unroll 4
+    for (int y = 0; y < NC; ++y) _mm512_storeu_ps(out[x] + j + 16 * y, _mm512_mul_ps(acc[x][y], vs));
+}
+
+// S [R, kKeyTile] = scale * qp [R, pairs] times kt [pairs, kKeyTile] (n keys, padded to 16).
+NSA_CPU_BF16_DOT_ATTR inline void ScoresPairs(const std::uint32_t* qp, index_t R, index_t pairs,
+                                              const std::uint32_t* kt, index_t n, float scale,
+                                              float* S) {
+  const index_t n_pad = (n + 15) / 16 * 16;
+  for (index_t r0 = 0; r0 < R; r0 += 4) {
+    const std::uint32_t* q[4];
+    float* out[4];
+    for (index_t x = 0; x < 4; ++x) {
+      const index_t r = std::min(r0 + x, R - 1);
+      q[x] = qp + r * pairs;
+      out[x] = S + r * kKeyTile;
+    }
+    index_t j = 0;
+    for (; j + 64 <= n_pad; j += 64) ScorePairsBlock<4>(q, pairs, kt, j, scale, out);
+    for (; j + 32 <= n_pad; j += 32) ScorePairsBlock<2>(q, pairs, kt, j, scale, out);
+    for (; j < n_pad; j += 16) ScorePairsBlock<1>(q, pairs, kt, j, scale, out);
   }
 }
 
-// Scores of `rows` packed (pre-scaled) query rows q [rows, d_k] against keys s0 .. s0+n-1
-// (n <= kKeyTile) into S [rows, kKeyTile]. Key s is masked (-inf) for row r unless
-// lo[r] <= s < hi[r] (lo/hi null: no mask). Columns n .. round_up(n, lanes) are set to
-// -inf so later passes run on whole vectors.
+// o[x][c + 16y ..] += sum over key pairs jp of p[x][jp] . vt[jp][c + 16y ..], 4 rows x NC
+// vectors of d_v (vt row stride ld).
+template <int NC>
+NSA_CPU_BF16_DOT_ATTR inline void ValuePairsBlock(const std::uint32_t* const* p, index_t key_pairs,
+                                                  const std::uint32_t* vt, index_t ld, index_t c,
+                                                  float* const* o) {
+  __m512 acc[4][NC];
+#pragma GCC unroll 4
+  for (int x = 0; x < 4; ++x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_loadu_ps(o[x] + c + 16 * y);
+  for (index_t jp = 0; jp < key_pairs; ++jp) {
+    __m512bh v[NC];
+#pragma GCC unroll 4
+    for (int y = 0; y < NC; ++y) v[y] = (__m512bh)_mm512_loadu_si512(vt + jp * ld + c + 16 * y);
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(p[x][jp]));
+#pragma GCC unroll 4
+      for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_dpbf16_ps(acc[x][y], a, v[y]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int x = 3; x >= 0; --x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NC; ++y) _mm512_storeu_ps(o[x] + c + 16 * y, acc[x][y]);
+}
+
+// acc[row0 + r] += sum_j P[r][j] v[s0 + j] with the probabilities P (S, 0 where masked)
+// rounded to bf16 (vcvtne2ps2bf16, nearest even). The value tile is first interleaved by
+// pairs of keys, vt [n/2, Dv] (Dv: d_v rounded down to 16); d_v's tail is scalar fp32.
+NSA_CPU_BF16_DOT_ATTR inline void AccumulateValuePairs(const float* S, index_t rows, index_t n,
+                                                       const KeyValuesT<bf16>& kv, index_t s0,
+                                                       SoftmaxState& st, index_t row0, Scratch& s) {
+  const index_t d_v = st.dim, Dv = d_v - d_v % 16, key_pairs = (n + 1) / 2;
+  const bf16* vbase = kv.v + s0 * kv.v_stride;
+  std::uint32_t* vt = s.vt_pairs.data();
+  for (index_t jp = 0; jp < key_pairs; ++jp) {
+    const bf16* v0 = vbase + 2 * jp * kv.v_stride;
+    const bool odd = 2 * jp + 1 == n;  // the last key has no partner: pair it with 0
+    const bf16* v1 = odd ? v0 : v0 + kv.v_stride;
+    for (index_t c = 0; c < Dv; c += 16) {
+      const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v0 + c)));
+      const __m512i hi = odd ? _mm512_setzero_si512()
+                             : _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v1 + c)));
+      _mm512_storeu_si512(vt + jp * Dv + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+  }
+  std::uint32_t* pp = s.p_pairs.data();  // [rows, kKeyTile / 2]
+  for (index_t r = 0; r < rows; ++r)
+    for (index_t j = 0; j < 2 * key_pairs; j += 32) {  // S is 0 in columns n .. n_pad
+      const float* srow = S + r * kKeyTile + j;
+      const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(srow + 16), _mm512_loadu_ps(srow));
+      _mm512_storeu_si512(pp + r * (kKeyTile / 2) + j / 2, (__m512i)b);
+    }
+  for (index_t r0 = 0; r0 < rows; r0 += 4) {
+    const std::uint32_t* p[4];
+    float* o[4];
+    for (index_t x = 0; x < 4; ++x) {
+      const index_t r = std::min(r0 + x, rows - 1);
+      p[x] = pp + r * (kKeyTile / 2);
+      o[x] = st.acc_row(row0 + r);
+    }
+    index_t c = 0;
+    for (; c + 64 <= Dv; c += 64) ValuePairsBlock<4>(p, key_pairs, vt, Dv, c, o);
+    for (; c + 32 <= Dv; c += 32) ValuePairsBlock<2>(p, key_pairs, vt, Dv, c, o);
+    for (; c < Dv; c += 16) ValuePairsBlock<1>(p, key_pairs, vt, Dv, c, o);
+  }
+  for (index_t r = 0; r < rows; ++r) {
+    float* o = st.acc_row(row0 + r);
+    for (index_t c = Dv; c < d_v; ++c) {
+      float sum = o[c];
+      for (index_t j = 0; j < n; ++j) sum += S[r * kKeyTile + j] * ToFloat(vbase[j * kv.v_stride + c]);
+      o[c] = sum;
+    }
+  }
+}
+#else
+#define NSA_CPU_BF16_DOT 0
+#endif  // AVX-512 targets
+
+// Whether this tile's bf16 products use vdpbf16ps (see QueryTile::q_pairs).
+template <class T>
+inline bool UsePairs(const QueryTile& tile) {
+  return NSA_CPU_BF16_DOT && std::is_same_v<T, bf16> && tile.q_pairs != nullptr;
+}
+
+// ---- the tile loop -------------------------------------------------------------------------
+
+// Scores of query rows row0 .. row0+rows-1 of the tile (packed, pre-scaled: tile.q
+// [rows, d_k]) against keys s0 .. s0+n-1 (n <= kKeyTile) into s.scores [rows, kKeyTile].
+// Key s is masked (-inf) for row r unless lo[r] <= s < hi[r] (lo/hi null: no mask).
+// Columns n .. round_up(n, lanes) are set to -inf so later passes run on whole vectors.
 // The key tile is first transposed into kt [d_k, kKeyTile] (zero-padded columns), so the
 // scores are vectorised along keys: S[r][j..j+lanes) += q[r][c] * kt[c][j..j+lanes), a
 // 4 rows x 2 vectors block of accumulators, no horizontal reductions and no dim tails.
-inline void ScoreTile(const float* q, index_t rows, index_t d_k, const KeyValues& kv,
-                      index_t s0, index_t n, const index_t* lo, const index_t* hi, float* S,
-                      float* kt) {
-  TransposeTile(kv.k, kv.k_stride, s0, n, d_k, kt);
-  ScoresFromTransposed(q, rows, d_k, kt, s0, n, lo, hi, S);
+template <class T>
+inline void ScoreTile(const QueryTile& tile, index_t row0, index_t rows, const KeyValuesT<T>& kv,
+                      index_t s0, index_t n, const index_t* lo, const index_t* hi, Scratch& s) {
+  float* S = s.scores.data();
+#if NSA_CPU_BF16_DOT
+  if constexpr (std::is_same_v<T, bf16>) {
+    if (UsePairs<T>(tile)) {
+      const index_t pairs = (tile.d_k + 1) / 2;
+      TransposePairs(kv.k, kv.k_stride, s0, n, tile.d_k, s.kt_pairs.data());
+      ScoresPairs(tile.q_pairs + row0 * pairs, rows, pairs, s.kt_pairs.data(), n, tile.scale, S);
+      MaskScores(rows, s0, n, lo, hi, S);
+      return;
+    }
+  }
+#endif
+  TransposeTile(kv.k, kv.k_stride, s0, n, tile.d_k, s.kt.data());
+  ScoresFromTransposed(tile.q + row0 * tile.d_k, rows, tile.d_k, s.kt.data(), s0, n, lo, hi, S);
 }
 
 // Folds the score tile S [rows, kKeyTile] (keys s0 .. s0+n-1, masked entries -inf) into
-// rows row0 .. row0+rows-1 of `st`: rescale by exp(m_old - m_new), add exp(S - m_new) to
-// l and exp(S - m_new) V to acc. S is overwritten with the probabilities (0 where masked).
-inline void SoftmaxUpdate(float* S, index_t rows, index_t n, const KeyValues& kv, index_t s0,
-                          SoftmaxState& st, index_t row0) {
+// the softmax statistics of rows row0 .. row0+rows-1 of `st`: rescale acc and l by
+// exp(m_old - m_new), add exp(S - m_new) to l. S is overwritten with the probabilities
+// exp(S - m_new) (0 where masked and in the padding columns); AccumulateValues adds P V.
+inline void SoftmaxRescale(float* S, index_t rows, index_t n, SoftmaxState& st, index_t row0) {
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t n_pad = (n + NL - 1) / NL * NL;
@@ -213,9 +423,18 @@ inline void SoftmaxUpdate(float* S, index_t rows, index_t n, const KeyValues& kv
       for (index_t c = 0; c < d_v; ++c) acc[c] *= alpha;
     }
   }
-  // acc[r] += sum_j p[r][j] v[s0 + j]: 4 rows x 1 vector of d_v per step, v loaded once.
+}
+
+// acc[row0 + r] += sum_j P[r][j] v[s0 + j] (P from SoftmaxRescale, in S): 4 rows x 1
+// vector of d_v per step, v loaded (and widened, for bf16) once for the 4 rows.
+template <class T>
+inline void AccumulateValues(const float* S, index_t rows, index_t n, const KeyValuesT<T>& kv,
+                             index_t s0, SoftmaxState& st, index_t row0) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t d_v = st.dim;
   const index_t Dv = d_v - d_v % NL;
-  const float* vbase = kv.v + s0 * kv.v_stride;
+  const T* vbase = kv.v + s0 * kv.v_stride;
   for (index_t r0 = 0; r0 < rows; r0 += 4) {
     const index_t nr = std::min<index_t>(4, rows - r0);
     const float* p0 = S + (r0 + 0) * kKeyTile;
@@ -230,7 +449,7 @@ inline void SoftmaxUpdate(float* S, index_t rows, index_t n, const KeyValues& kv
       auto a0 = hn::LoadU(d, o0 + c), a1 = hn::LoadU(d, o1 + c);
       auto a2 = hn::LoadU(d, o2 + c), a3 = hn::LoadU(d, o3 + c);
       for (index_t j = 0; j < n; ++j) {
-        const auto vv = hn::LoadU(d, vbase + j * kv.v_stride + c);
+        const auto vv = LoadF32(d, vbase + j * kv.v_stride + c);
         a0 = hn::MulAdd(hn::Set(d, p0[j]), vv, a0);
         a1 = hn::MulAdd(hn::Set(d, p1[j]), vv, a1);
         a2 = hn::MulAdd(hn::Set(d, p2[j]), vv, a2);
@@ -247,32 +466,52 @@ inline void SoftmaxUpdate(float* S, index_t rows, index_t n, const KeyValues& kv
       float* o = st.acc_row(row0 + r0 + x);
       for (index_t c = Dv; c < d_v; ++c) {
         float sum = o[c];
-        for (index_t j = 0; j < n; ++j) sum += pr[x][j] * vbase[j * kv.v_stride + c];
+        for (index_t j = 0; j < n; ++j) sum += pr[x][j] * ToFloat(vbase[j * kv.v_stride + c]);
         o[c] = sum;
       }
     }
   }
 }
 
-// Sizes the score tile [rows, kKeyTile] and the transposed key tile [d_k, kKeyTile].
-inline void ReserveTileScratch(index_t rows, index_t d_k, Scratch& s) {
-  if (s.scores.size() < static_cast<size_t>(rows * kKeyTile))
-    s.scores.resize(static_cast<size_t>(rows * kKeyTile));
-  if (s.kt.size() < static_cast<size_t>(d_k * kKeyTile))
-    s.kt.resize(static_cast<size_t>(d_k * kKeyTile));
+// Sizes the score tile [rows, kKeyTile] and the key tile of the path in use: transposed
+// fp32 [d_k, kKeyTile], or on the pairs path the key, value and probability pair tiles.
+template <class T>
+inline void ReserveTileScratch(const QueryTile& tile, index_t rows, Scratch& s) {
+  auto grow = [](auto& v, index_t n) {
+    if (v.size() < static_cast<size_t>(n)) v.resize(static_cast<size_t>(n));
+  };
+  grow(s.scores, rows * kKeyTile);
+  if (UsePairs<T>(tile)) {
+    grow(s.kt_pairs, (tile.d_k + 1) / 2 * kKeyTile);
+    grow(s.vt_pairs, kKeyTile / 2 * tile.d_v);
+    grow(s.p_pairs, rows * kKeyTile / 2);
+  } else {
+    grow(s.kt, tile.d_k * kKeyTile);
+  }
 }
 
-// The flash-attention loop: `rows` packed query rows (q [rows, d_k], pre-scaled), rows
-// row0.. of `st`, against keys key0 .. key1-1 in tiles of kKeyTile; row r sees keys
-// lo[r] <= s < hi[r] (null: all of them). Uses s.scores and s.kt, grown as needed.
-inline void AttendRange(const float* q, index_t rows, index_t d_k, const KeyValues& kv,
+// The flash-attention loop: query rows row0 .. row0+rows-1 of the tile (state rows of
+// `st` likewise) against keys key0 .. key1-1 in tiles of kKeyTile; row r sees keys
+// lo[r] <= s < hi[r] (null: all of them). Uses s.scores and the key tiles, grown as needed.
+template <class T>
+inline void AttendRange(const QueryTile& tile, index_t row0, index_t rows, const KeyValuesT<T>& kv,
                         index_t key0, index_t key1, const index_t* lo, const index_t* hi,
-                        SoftmaxState& st, index_t row0, Scratch& s) {
-  ReserveTileScratch(rows, d_k, s);
+                        SoftmaxState& st, Scratch& s) {
+  ReserveTileScratch<T>(tile, rows, s);
+  float* S = s.scores.data();
   for (index_t s0 = key0; s0 < key1; s0 += kKeyTile) {
     const index_t n = std::min(kKeyTile, key1 - s0);
-    ScoreTile(q, rows, d_k, kv, s0, n, lo, hi, s.scores.data(), s.kt.data());
-    SoftmaxUpdate(s.scores.data(), rows, n, kv, s0, st, row0);
+    ScoreTile(tile, row0, rows, kv, s0, n, lo, hi, s);
+    SoftmaxRescale(S, rows, n, st, row0);
+#if NSA_CPU_BF16_DOT
+    if constexpr (std::is_same_v<T, bf16>) {
+      if (UsePairs<T>(tile)) {
+        AccumulateValuePairs(S, rows, n, kv, s0, st, row0, s);
+        continue;
+      }
+    }
+#endif
+    AccumulateValues(S, rows, n, kv, s0, st, row0);
   }
 }
 

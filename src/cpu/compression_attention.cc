@@ -18,8 +18,9 @@
 HWY_BEFORE_NAMESPACE();
 namespace nsa::cpu::HWY_NAMESPACE {
 
-void CompressionAttention(const Config& config, const QueryTile& tile, const KeyValues& cmp,
-                          index_t num_cmp, Scratch& s) {
+template <class T>
+void CompressionAttentionT(const Config& config, const QueryTile& tile, const KeyValuesT<T>& cmp,
+                           index_t num_cmp, Scratch& s) {
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t G = tile.group, rows = tile.rows;
@@ -31,7 +32,7 @@ void CompressionAttention(const Config& config, const QueryTile& tile, const Key
     for (index_t g = 0; g < G; ++g)
       s.hi[tok * G + g] = std::min(num_cmp, config.visible_cmp_blocks(tile.t0 + tok));
   const index_t key1 = s.hi[rows - 1];  // visibility grows with t
-  AttendRange(tile.q, rows, tile.d_k, cmp, 0, key1, s.lo.data(), s.hi.data(), st, 0, s);
+  AttendRange(tile, 0, rows, cmp, 0, key1, s.lo.data(), s.hi.data(), st, s);
 
   // Pass 2: importance of each selection block, [tokens, num_sel].
   const index_t sel_len = config.sel_block(), l = config.block_len(), stride = config.stride();
@@ -42,12 +43,12 @@ void CompressionAttention(const Config& config, const QueryTile& tile, const Key
   for (index_t r = 0; r < rows; ++r)
     s.lse[r] = st.l[r] > 0.0f ? st.m[r] + std::log(st.l[r]) : kNegInf;
   const auto neg_inf = hn::Set(d, kNegInf);
-  ReserveTileScratch(rows, tile.d_k, s);
+  ReserveTileScratch<T>(tile, rows, s);
   float* S = s.scores.data();
   for (index_t s0 = 0; s0 < key1; s0 += kKeyTile) {
     const index_t n = std::min(kKeyTile, key1 - s0);
     const index_t n_pad = (n + NL - 1) / NL * NL;
-    ScoreTile(tile.q, rows, tile.d_k, cmp, s0, n, s.lo.data(), s.hi.data(), S, s.kt.data());
+    ScoreTile(tile, 0, rows, cmp, s0, n, s.lo.data(), s.hi.data(), s);
     // p = exp(s - lse) (0 where masked), summed over the group into row tok * G.
     for (index_t tok = 0; tok < tile.tokens; ++tok) {
       float* sum_row = S + tok * G * kKeyTile;
@@ -76,16 +77,32 @@ void CompressionAttention(const Config& config, const QueryTile& tile, const Key
   }
 }
 
+void CompressionAttention(const Config& config, const QueryTile& tile, const KeyValues& cmp,
+                          index_t num_cmp, Scratch& s) {
+  CompressionAttentionT(config, tile, cmp, num_cmp, s);
+}
+
+void CompressionAttentionBf16(const Config& config, const QueryTile& tile,
+                              const KeyValuesBf16& cmp, index_t num_cmp, Scratch& s) {
+  CompressionAttentionT(config, tile, cmp, num_cmp, s);
+}
+
 }  // namespace nsa::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace nsa::cpu {
 HWY_EXPORT(CompressionAttention);
+HWY_EXPORT(CompressionAttentionBf16);
 
 void compression_attention(const Config& config, const QueryTile& tile, const KeyValues& cmp,
                            index_t num_cmp, Scratch& s) {
   HWY_DYNAMIC_DISPATCH(CompressionAttention)(config, tile, cmp, num_cmp, s);
+}
+
+void compression_attention(const Config& config, const QueryTile& tile, const KeyValuesBf16& cmp,
+                           index_t num_cmp, Scratch& s) {
+  HWY_DYNAMIC_DISPATCH(CompressionAttentionBf16)(config, tile, cmp, num_cmp, s);
 }
 }  // namespace nsa::cpu
 #endif

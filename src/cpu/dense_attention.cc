@@ -1,16 +1,19 @@
-// nsa::dense_forward, fp32 CPU: dense causal flash attention, the baseline NSA is measured
+// nsa::dense_forward, CPU, fp32 or bf16 storage (fp32 compute): dense causal flash attention, the baseline NSA is measured
 // against. Same machinery as NSA's window branch with an unbounded window: tasks of
 // (sequence, kv head, query tile) with the G heads of the group sharing every key tile.
 // Tasks are listed longest first (late tiles see the most keys) for load balance.
 #include <algorithm>
+#include <type_traits>
 
 #include "cpu/kernels.h"
 #include "nsa/thread_pool.h"
 
 namespace nsa {
 
-void dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* lse,
-                   ThreadPool& pool) {
+namespace {
+
+template <class T>
+void forward(const DenseInputs<T>& in, TensorView<float> out, float* lse, ThreadPool& pool) {
   const Problem p = validate_dense(in, out);  // throws before anything is written
   const index_t H = p.heads, H_kv = p.kv_heads, G = p.group, d_v = p.d_v;
   const index_t tile_len = cpu::tile_tokens(G);
@@ -26,16 +29,21 @@ void dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* l
                    [](const Task& a, const Task& b) { return a.t0 > b.t0; });
   std::vector<cpu::Scratch> scratch(static_cast<size_t>(pool.size()));
   const float scale = static_cast<float>(p.scale);
+  bool pairs = false;
+  if constexpr (std::is_same_v<T, bf16>) pairs = cpu::bf16_dot_enabled();
 
   pool.parallel_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i, int worker) {
     const Task& task = tasks[static_cast<size_t>(i)];
     cpu::Scratch& s = scratch[static_cast<size_t>(worker)];
     const SeqSpan& seq = p.seqs[static_cast<size_t>(task.seq)];
     const index_t h_kv = task.kv_head, b = seq.batch;
-    const cpu::KeyValues kv{in.k.ptr(b, seq.start, h_kv), in.k.stride[1],
-                            in.v.ptr(b, seq.start, h_kv), in.v.stride[1]};
-    const cpu::QueryTile tile =
-        cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s);
+    const cpu::KeyValuesT<T> kv{in.k.ptr(b, seq.start, h_kv), in.k.stride[1],
+                                in.v.ptr(b, seq.start, h_kv), in.v.stride[1]};
+    cpu::QueryTile tile;
+    if constexpr (std::is_same_v<T, bf16>)
+      tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s, pairs);
+    else
+      tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s);
     cpu::window_attention(tile, kv, 0, s.state[0], s);
     for (index_t tok = 0; tok < tile.tokens; ++tok) {
       const index_t t = seq.start + task.t0 + tok, row = seq.row0 + task.t0 + tok;
@@ -46,6 +54,18 @@ void dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* l
       }
     }
   });
+}
+
+}  // namespace
+
+void dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* lse,
+                   ThreadPool& pool) {
+  forward(in, out, lse, pool);
+}
+
+void dense_forward(const DenseInputs<bf16>& in, TensorView<float> out, float* lse,
+                   ThreadPool& pool) {
+  forward(in, out, lse, pool);
 }
 
 }  // namespace nsa

@@ -1,7 +1,9 @@
-// Internal interface of the fp32 CPU kernels: the work units the entry points
+// Internal interface of the CPU kernels: the work units the entry points
 // (nsa_forward.cc, dense_attention.cc) hand to the thread pool, and the per-branch
 // kernels they call. Each kernel here is compiled for every SIMD target Highway knows
 // and picked at run time (HWY_DYNAMIC_DISPATCH) once per call, not per dot product.
+// Keys and values are stored as float or bf16 (the bf16 path: one template, two
+// instantiations); queries, scores, softmax state and outputs are always fp32.
 #pragma once
 
 #include <cstdint>
@@ -15,12 +17,16 @@ namespace nsa::cpu {
 
 // Keys and values of one kv head of one sequence: key s (0-based position inside the
 // sequence) at k + s * k_stride, its value at v + s * v_stride; dim contiguous.
-struct KeyValues {
-  const float* k = nullptr;
+// T: the storage type, float or bf16.
+template <class T>
+struct KeyValuesT {
+  const T* k = nullptr;
   index_t k_stride = 0;
-  const float* v = nullptr;
+  const T* v = nullptr;
   index_t v_stride = 0;
 };
+using KeyValues = KeyValuesT<float>;
+using KeyValuesBf16 = KeyValuesT<bf16>;
 
 // Keys per score tile: a [rows, kKeyTile] block of scores is the largest thing any
 // kernel materialises (besides the compressed keys themselves).
@@ -33,9 +39,14 @@ inline index_t tile_tokens(index_t group) { return group >= kRowsPerTile ? 1 : k
 // A query tile: tokens t0 .. t0 + tokens - 1 of one sequence (positions relative to the
 // sequence start) times the G query heads of one kv group. Row r = tok * G + g.
 // q is packed [rows, d_k] and already multiplied by the softmax scale.
+// q_pairs is set only on the bf16 path when the CPU has a bf16 dot product (vdpbf16ps,
+// see bf16_dot_enabled): the same rows as bf16 pairs [rows, ceil(d_k / 2)] (an odd d_k's
+// last pair holds a zero), not scaled; the kernels multiply those scores by `scale`.
 struct QueryTile {
   index_t t0 = 0, tokens = 0, group = 0, rows = 0, d_k = 0, d_v = 0;
   const float* q = nullptr;
+  const std::uint32_t* q_pairs = nullptr;
+  float scale = 1.0f;
 };
 
 // Per-worker scratch, reused across tasks (resized on demand, never shrunk).
@@ -49,19 +60,39 @@ struct Scratch {
   std::vector<std::int32_t> sel;   // [tokens, top_n] chosen blocks
   std::vector<index_t> order;      // select_blocks candidates
   std::vector<float> out;          // [rows, d_v] one branch's normalised output
+  // bf16 dot-product path only (pairs of bf16 in one uint32, the low half first):
+  std::vector<std::uint32_t> q_pairs;   // [rows, ceil(d_k/2)] packed queries
+  std::vector<std::uint32_t> kt_pairs;  // [ceil(d_k/2), kKeyTile] transposed key tile
+  std::vector<std::uint32_t> vt_pairs;  // [kKeyTile/2, d_v] value tile, pairs of keys
+  std::vector<std::uint32_t> p_pairs;   // [rows, kKeyTile/2] probabilities as bf16
   SoftmaxState state[kNumBranches];
 };
 
 // Gathers the tile's query rows from q (sequence at batch b, token offset start) into
-// s.q, multiplied by scale, and returns the tile.
+// s.q, multiplied by scale, and returns the tile. The bf16 overload also packs
+// s.q_pairs when `pairs` is true (the bf16 dot-product path).
 QueryTile pack_queries(const TensorView<const float>& q, const SeqSpan& seq, index_t kv_head,
                        index_t group, index_t t0, index_t tokens, index_t d_v, float scale,
                        Scratch& s);
+QueryTile pack_queries(const TensorView<const bf16>& q, const SeqSpan& seq, index_t kv_head,
+                       index_t group, index_t t0, index_t tokens, index_t d_v, float scale,
+                       Scratch& s, bool pairs);
+
+// ---- bf16 dot product (bf16.cc) ---------------------------------------------------------
+// Whether the bf16 kernels use the CPU's bf16 pair dot product (vdpbf16ps, AVX512_BF16)
+// for this call: the SIMD target in use is an AVX-512 one, the CPU has AVX512_BF16, and
+// tests have not turned it off. Otherwise bf16 is widened to fp32 and the fp32 kernels run.
+bool bf16_dot_enabled();
+// Tests: false makes bf16_dot_enabled() return false (the widening path on every target).
+void set_bf16_dot_allowed(bool allowed);
 
 // ---- phi: compression of raw key/value blocks (phi.cc) ---------------------------------
 // raw [B,T,H_kv,dim] -> out [total_cmp, H_kv, dim]; compressed block i of sequence s is
 // row p.cmp_offsets[s] + i. phi is applied once per (block, kv head).
 void compress_blocks(const Config& config, const Problem& p, const TensorView<const float>& raw,
+                     const PhiWeights<float>& phi, float* out, ThreadPool& pool);
+// bf16 raw tokens (widened as they are gathered), fp32 weights and outputs.
+void compress_blocks(const Config& config, const Problem& p, const TensorView<const bf16>& raw,
                      const PhiWeights<float>& phi, float* out, ThreadPool& pool);
 
 // ---- the three branches, one query tile at a time ---------------------------------------
@@ -70,6 +101,8 @@ void compress_blocks(const Config& config, const Problem& p, const TensorView<co
 // group importance of every selection block into s.sel_scores [tokens, num_sel] with
 // num_sel = t_last / l' + 1 (needs the final lse, hence a second pass over the keys).
 void compression_attention(const Config& config, const QueryTile& tile, const KeyValues& cmp,
+                           index_t num_cmp, Scratch& s);
+void compression_attention(const Config& config, const QueryTile& tile, const KeyValuesBf16& cmp,
                            index_t num_cmp, Scratch& s);
 
 // Top-n selection for each token of the tile from s.sel_scores into s.sel [tokens, top_n]
@@ -80,10 +113,14 @@ void select_blocks(const Config& config, const QueryTile& tile, Scratch& s);
 // s <= t of its chosen blocks s.sel, into s.state[kSlc].
 void selection_attention(const Config& config, const QueryTile& tile, const KeyValues& slc,
                          Scratch& s);
+void selection_attention(const Config& config, const QueryTile& tile, const KeyValuesBf16& slc,
+                         Scratch& s);
 
 // Sliding window / causal attention (window_attention.cc): row r of token t attends keys
 // max(0, t - window + 1) .. t, into `state`. window <= 0 means unbounded (dense causal).
 void window_attention(const QueryTile& tile, const KeyValues& kv, index_t window,
+                      SoftmaxState& state, Scratch& s);
+void window_attention(const QueryTile& tile, const KeyValuesBf16& kv, index_t window,
                       SoftmaxState& state, Scratch& s);
 
 }  // namespace nsa::cpu

@@ -1,5 +1,7 @@
-// nsa::nsa_forward, fp32 CPU: validation, then two parallel phases.
-//   1. phi: compress every (block, kv head) of k_cmp / v_cmp once -> Kc, Vc
+// nsa::nsa_forward, CPU, fp32 or bf16 storage (fp32 compute): validation, then two
+// parallel phases.
+//   1. phi: compress every (block, kv head) of k_cmp / v_cmp once -> Kc, Vc (fp32; on the
+//      bf16 path then rounded to bf16, the storage type of every key and value)
 //   2. per (sequence, kv head, query tile) task, all G heads of the group together:
 //      compression attention + importance -> top-n blocks -> selection attention ->
 //      window attention -> gated combine into out (and the saved tensors)
@@ -7,6 +9,8 @@
 // which task: bitwise identical for any thread count.
 #include <algorithm>
 #include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "cpu/kernels.h"
 #include "nsa/thread_pool.h"
@@ -19,10 +23,36 @@ struct TileTask {
   index_t seq, kv_head, t0, tokens;
 };
 
-}  // namespace
+// phi's weights as fp32: the caller's own for fp32 inputs, widened copies of bf16 ones
+// (only the arrays the phi form reads; validation has checked those are there).
+struct Fp32Phi {
+  PhiWeights<float> w;
+  std::vector<float> store[6];
 
-void nsa_forward(const Config& config, const NsaInputs<float>& in, TensorView<float> out,
-                 NsaSaved<float>* saved, ThreadPool& pool) {
+  Fp32Phi(const Config&, const PhiWeights<float>& phi, index_t) : w(phi) {}
+  Fp32Phi(const Config& config, const PhiWeights<bf16>& phi, index_t dim) {
+    const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
+    auto widen = [&](const bf16* src, index_t n, int slot) -> const float* {
+      store[slot].resize(static_cast<size_t>(n));
+      to_float(src, store[slot].data(), static_cast<size_t>(n));
+      return store[slot].data();
+    };
+    if (config.phi() == PhiKind::mlp) {
+      w.pe = widen(phi.pe, l * dim, 0);
+      w.w1 = widen(phi.w1, hidden * l * dim, 1);
+      w.b1 = widen(phi.b1, hidden, 2);
+      w.w2 = widen(phi.w2, dim * hidden, 3);
+      w.b2 = widen(phi.b2, dim, 4);
+    } else if (config.phi() == PhiKind::linear) {
+      w.pe = widen(phi.pe, l * dim, 0);
+      w.w = widen(phi.w, dim * l * dim, 5);
+    }
+  }
+};
+
+template <class T>
+void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out,
+             NsaSaved<float>* saved, ThreadPool& pool) {
   const Problem p = validate_nsa(config, in, out);  // throws before anything is written
   const index_t H = p.heads, H_kv = p.kv_heads, G = p.group, d_k = p.d_k, d_v = p.d_v;
   const index_t top_n = config.top_n(), total_cmp = p.cmp_offsets.back();
@@ -46,8 +76,26 @@ void nsa_forward(const Config& config, const NsaInputs<float>& in, TensorView<fl
     saved->sel_blocks.assign(static_cast<size_t>(p.rows * H_kv * top_n), -1);
     saved->cmp_offsets = p.cmp_offsets;
   }
-  cpu::compress_blocks(config, p, in.k_cmp, in.phi_k, kc.data(), pool);
-  cpu::compress_blocks(config, p, in.v_cmp, in.phi_v, vc.data(), pool);
+  cpu::compress_blocks(config, p, in.k_cmp, Fp32Phi(config, in.phi_k, d_k).w, kc.data(), pool);
+  cpu::compress_blocks(config, p, in.v_cmp, Fp32Phi(config, in.phi_v, d_v).w, vc.data(), pool);
+  // The keys and values the compression branch attends: Kc/Vc in the storage type T.
+  const T* kc_t = nullptr;
+  const T* vc_t = nullptr;
+  std::vector<bf16> kc16, vc16;
+  bool pairs = false;
+  if constexpr (std::is_same_v<T, bf16>) {
+    for (auto [x, x16] : {std::pair{&kc, &kc16}, std::pair{&vc, &vc16}}) {
+      x16->resize(x->size());
+      to_bf16(x->data(), x16->data(), x->size());
+      to_float(x16->data(), x->data(), x->size());  // saved: the values actually attended
+    }
+    kc_t = kc16.data();
+    vc_t = vc16.data();
+    pairs = cpu::bf16_dot_enabled();
+  } else {
+    kc_t = kc.data();
+    vc_t = vc.data();
+  }
 
   // Phase 2: query tiles.
   const index_t tile_len = cpu::tile_tokens(G);
@@ -66,15 +114,18 @@ void nsa_forward(const Config& config, const NsaInputs<float>& in, TensorView<fl
     const index_t h_kv = task.kv_head, b = seq.batch;
     const index_t cmp0 = p.cmp_offsets[static_cast<size_t>(task.seq)];
     const index_t num_cmp = p.cmp_offsets[static_cast<size_t>(task.seq) + 1] - cmp0;
-    const cpu::KeyValues cmp{kc.data() + (cmp0 * H_kv + h_kv) * d_k, H_kv * d_k,
-                             vc.data() + (cmp0 * H_kv + h_kv) * d_v, H_kv * d_v};
-    const cpu::KeyValues slc{in.k_slc.ptr(b, seq.start, h_kv), in.k_slc.stride[1],
-                             in.v_slc.ptr(b, seq.start, h_kv), in.v_slc.stride[1]};
-    const cpu::KeyValues win{in.k_win.ptr(b, seq.start, h_kv), in.k_win.stride[1],
-                             in.v_win.ptr(b, seq.start, h_kv), in.v_win.stride[1]};
+    const cpu::KeyValuesT<T> cmp{kc_t + (cmp0 * H_kv + h_kv) * d_k, H_kv * d_k,
+                                 vc_t + (cmp0 * H_kv + h_kv) * d_v, H_kv * d_v};
+    const cpu::KeyValuesT<T> slc{in.k_slc.ptr(b, seq.start, h_kv), in.k_slc.stride[1],
+                                 in.v_slc.ptr(b, seq.start, h_kv), in.v_slc.stride[1]};
+    const cpu::KeyValuesT<T> win{in.k_win.ptr(b, seq.start, h_kv), in.k_win.stride[1],
+                                 in.v_win.ptr(b, seq.start, h_kv), in.v_win.stride[1]};
 
-    const cpu::QueryTile tile =
-        cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s);
+    cpu::QueryTile tile;
+    if constexpr (std::is_same_v<T, bf16>)
+      tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s, pairs);
+    else
+      tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s);
     cpu::compression_attention(config, tile, cmp, num_cmp, s);
     cpu::select_blocks(config, tile, s);
     cpu::selection_attention(config, tile, slc, s);
@@ -89,11 +140,12 @@ void nsa_forward(const Config& config, const NsaInputs<float>& in, TensorView<fl
         float lse[kNumBranches];
         for (int br = 0; br < kNumBranches; ++br)
           lse[br] = s.state[br].finalize_row(r, s.out.data() + br * d_v);
-        const float* gate = in.gates.ptr(b, t, h);
+        const T* gate = in.gates.ptr(b, t, h);
+        const float g_cmp = gate[kCmp], g_slc = gate[kSlc], g_win = gate[kWin];
         const float *o_cmp = s.out.data(), *o_slc = o_cmp + d_v, *o_win = o_slc + d_v;
         float* o = out.ptr(b, t, h);
         for (index_t c = 0; c < d_v; ++c)
-          o[c] = gate[kCmp] * o_cmp[c] + gate[kSlc] * o_slc[c] + gate[kWin] * o_win[c];
+          o[c] = g_cmp * o_cmp[c] + g_slc * o_slc[c] + g_win * o_win[c];
         if (saved) {
           for (int br = 0; br < kNumBranches; ++br) {
             saved->lse[(br * p.rows + row) * H + h] = lse[br];
@@ -107,6 +159,18 @@ void nsa_forward(const Config& config, const NsaInputs<float>& in, TensorView<fl
                   saved->sel_blocks.data() + (row * H_kv + h_kv) * top_n);
     }
   });
+}
+
+}  // namespace
+
+void nsa_forward(const Config& config, const NsaInputs<float>& in, TensorView<float> out,
+                 NsaSaved<float>* saved, ThreadPool& pool) {
+  forward(config, in, out, saved, pool);
+}
+
+void nsa_forward(const Config& config, const NsaInputs<bf16>& in, TensorView<float> out,
+                 NsaSaved<float>* saved, ThreadPool& pool) {
+  forward(config, in, out, saved, pool);
 }
 
 }  // namespace nsa

@@ -24,7 +24,9 @@ constexpr index_t kPairsPerTask = 32;
 inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 
 // Compresses pairs [p0, p1) (pair p = global block * H_kv + kv head) into out + p * dim.
-void CompressPairs(const Config& config, const Problem& p, const TensorView<const float>& raw,
+// T: float, or bf16 raw tokens (widened as X is gathered; weights and X are fp32).
+template <class T>
+void CompressPairs(const Config& config, const Problem& p, const TensorView<const T>& raw,
                    const PhiWeights<float>& phi, float* out, index_t p0, index_t p1) {
   const index_t l = config.block_len(), stride = config.stride(), dim = raw.dim();
   const index_t H_kv = p.kv_heads, np = p1 - p0, width = l * dim;
@@ -39,12 +41,12 @@ void CompressPairs(const Config& config, const Problem& p, const TensorView<cons
     const index_t first = seq.start + (block - p.cmp_offsets[static_cast<size_t>(s)]) * stride;
     float* xr = x.data() + pi * width;
     for (index_t r = 0; r < l; ++r) {
-      const float* src = raw.ptr(seq.batch, first + r, h);
+      const T* src = raw.ptr(seq.batch, first + r, h);
       if (kind == PhiKind::mean) {
         std::copy(src, src + dim, xr + r * dim);
       } else {
         const float* pe = phi.pe + r * dim;
-        for (index_t c = 0; c < dim; ++c) xr[r * dim + c] = src[c] + pe[c];
+        for (index_t c = 0; c < dim; ++c) xr[r * dim + c] = static_cast<float>(src[c]) + pe[c];
       }
     }
   }
@@ -78,8 +80,9 @@ void CompressPairs(const Config& config, const Problem& p, const TensorView<cons
   }
 }
 
-void CompressBlocks(const Config& config, const Problem& p, const TensorView<const float>& raw,
-                    const PhiWeights<float>& phi, float* out, ThreadPool& pool) {
+template <class T>
+void CompressBlocksT(const Config& config, const Problem& p, const TensorView<const T>& raw,
+                     const PhiWeights<float>& phi, float* out, ThreadPool& pool) {
   const index_t pairs = p.cmp_offsets.back() * p.kv_heads;
   const index_t tasks = (pairs + kPairsPerTask - 1) / kPairsPerTask;
   pool.parallel_tasks(tasks, [&](std::int64_t task, int) {
@@ -88,16 +91,32 @@ void CompressBlocks(const Config& config, const Problem& p, const TensorView<con
   });
 }
 
+void CompressBlocks(const Config& config, const Problem& p, const TensorView<const float>& raw,
+                    const PhiWeights<float>& phi, float* out, ThreadPool& pool) {
+  CompressBlocksT(config, p, raw, phi, out, pool);
+}
+
+void CompressBlocksBf16(const Config& config, const Problem& p, const TensorView<const bf16>& raw,
+                        const PhiWeights<float>& phi, float* out, ThreadPool& pool) {
+  CompressBlocksT(config, p, raw, phi, out, pool);
+}
+
 }  // namespace nsa::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
 namespace nsa::cpu {
 HWY_EXPORT(CompressBlocks);
+HWY_EXPORT(CompressBlocksBf16);
 
 void compress_blocks(const Config& config, const Problem& p, const TensorView<const float>& raw,
                      const PhiWeights<float>& phi, float* out, ThreadPool& pool) {
   HWY_DYNAMIC_DISPATCH(CompressBlocks)(config, p, raw, phi, out, pool);
+}
+
+void compress_blocks(const Config& config, const Problem& p, const TensorView<const bf16>& raw,
+                     const PhiWeights<float>& phi, float* out, ThreadPool& pool) {
+  HWY_DYNAMIC_DISPATCH(CompressBlocksBf16)(config, p, raw, phi, out, pool);
 }
 }  // namespace nsa::cpu
 #endif

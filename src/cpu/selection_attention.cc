@@ -12,23 +12,33 @@
 HWY_BEFORE_NAMESPACE();
 namespace nsa::cpu::HWY_NAMESPACE {
 
-void SelectionAttention(const Config& config, const QueryTile& tile, const KeyValues& slc,
-                        Scratch& s) {
+template <class T>
+void SelectionAttentionT(const Config& config, const QueryTile& tile, const KeyValuesT<T>& slc,
+                         Scratch& s) {
   const index_t G = tile.group, top_n = config.top_n(), sel_len = config.sel_block();
   SoftmaxState& st = s.state[kSlc];
   st.reset(tile.rows, tile.d_v);
   for (index_t tok = 0; tok < tile.tokens; ++tok) {
     const index_t t = tile.t0 + tok, row0 = tok * G;
-    const float* q = tile.q + row0 * tile.d_k;
     const std::int32_t* blocks = s.sel.data() + tok * top_n;
     for (index_t k = 0; k < top_n && blocks[k] >= 0;) {
       const index_t begin = blocks[k] * sel_len;
       index_t end = begin;
       for (; k < top_n && blocks[k] >= 0 && blocks[k] * sel_len == end; ++k) end += sel_len;
       end = std::min(end, t + 1);
-      AttendRange(q, G, tile.d_k, slc, begin, end, nullptr, nullptr, st, row0, s);
+      AttendRange(tile, row0, G, slc, begin, end, nullptr, nullptr, st, s);
     }
   }
+}
+
+void SelectionAttention(const Config& config, const QueryTile& tile, const KeyValues& slc,
+                        Scratch& s) {
+  SelectionAttentionT(config, tile, slc, s);
+}
+
+void SelectionAttentionBf16(const Config& config, const QueryTile& tile, const KeyValuesBf16& slc,
+                            Scratch& s) {
+  SelectionAttentionT(config, tile, slc, s);
 }
 
 }  // namespace nsa::cpu::HWY_NAMESPACE
@@ -37,10 +47,16 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace nsa::cpu {
 HWY_EXPORT(SelectionAttention);
+HWY_EXPORT(SelectionAttentionBf16);
 
 void selection_attention(const Config& config, const QueryTile& tile, const KeyValues& slc,
                          Scratch& s) {
   HWY_DYNAMIC_DISPATCH(SelectionAttention)(config, tile, slc, s);
+}
+
+void selection_attention(const Config& config, const QueryTile& tile, const KeyValuesBf16& slc,
+                         Scratch& s) {
+  HWY_DYNAMIC_DISPATCH(SelectionAttentionBf16)(config, tile, slc, s);
 }
 }  // namespace nsa::cpu
 #endif

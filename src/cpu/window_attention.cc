@@ -13,8 +13,9 @@
 HWY_BEFORE_NAMESPACE();
 namespace nsa::cpu::HWY_NAMESPACE {
 
-void WindowAttention(const QueryTile& tile, const KeyValues& kv, index_t window,
-                     SoftmaxState& st, Scratch& s) {
+template <class T>
+void WindowAttentionT(const QueryTile& tile, const KeyValuesT<T>& kv, index_t window,
+                      SoftmaxState& st, Scratch& s) {
   const index_t G = tile.group, rows = tile.rows;
   st.reset(rows, tile.d_v);
   s.lo.resize(static_cast<size_t>(rows));
@@ -27,8 +28,17 @@ void WindowAttention(const QueryTile& tile, const KeyValues& kv, index_t window,
       s.hi[tok * G + g] = t + 1;
     }
   }
-  AttendRange(tile.q, rows, tile.d_k, kv, s.lo[0], s.hi[rows - 1], s.lo.data(), s.hi.data(), st,
-              0, s);
+  AttendRange(tile, 0, rows, kv, s.lo[0], s.hi[rows - 1], s.lo.data(), s.hi.data(), st, s);
+}
+
+void WindowAttention(const QueryTile& tile, const KeyValues& kv, index_t window,
+                     SoftmaxState& st, Scratch& s) {
+  WindowAttentionT(tile, kv, window, st, s);
+}
+
+void WindowAttentionBf16(const QueryTile& tile, const KeyValuesBf16& kv, index_t window,
+                         SoftmaxState& st, Scratch& s) {
+  WindowAttentionT(tile, kv, window, st, s);
 }
 
 }  // namespace nsa::cpu::HWY_NAMESPACE
@@ -37,10 +47,16 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace nsa::cpu {
 HWY_EXPORT(WindowAttention);
+HWY_EXPORT(WindowAttentionBf16);
 
 void window_attention(const QueryTile& tile, const KeyValues& kv, index_t window,
                       SoftmaxState& state, Scratch& s) {
   HWY_DYNAMIC_DISPATCH(WindowAttention)(tile, kv, window, state, s);
+}
+
+void window_attention(const QueryTile& tile, const KeyValuesBf16& kv, index_t window,
+                      SoftmaxState& state, Scratch& s) {
+  HWY_DYNAMIC_DISPATCH(WindowAttentionBf16)(tile, kv, window, state, s);
 }
 }  // namespace nsa::cpu
 #endif
