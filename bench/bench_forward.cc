@@ -1,6 +1,8 @@
-// Micro-benchmarks of the fp32 CPU forward kernels: nsa_forward against dense_forward (the
+// Micro-benchmarks of the CPU forward kernels: nsa_forward against dense_forward (the
 // causal baseline NSA is measured against), paper shape H=16, H_kv=1, d_k=192, d_v=128,
-// the paper's NSA config (l=32, d=16, l'=64, n=16, w=512, mlp phi), shared K/V.
+// the paper's NSA config (l=32, d=16, l'=64, n=16, w=512, mlp phi), shared K/V; each
+// with fp32 inputs and with bf16 inputs (NsaForwardBf16, DenseForwardBf16: the same
+// values rounded to bf16; vdpbf16ps where the CPU has AVX512_BF16).
 //
 //   nsa_microbench --benchmark_filter=Forward
 // Sequence lengths: 1024 and 4096 by default; NSA_BENCH_TOKENS="16384,32768" replaces
@@ -12,6 +14,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nsa/nsa.h"
@@ -27,11 +30,12 @@ std::vector<float> random_vector(std::mt19937& rng, nsa::index_t n, float scale,
   return v;
 }
 
-// fp32 inputs of one forward call (float64 copies are not needed here).
+// fp32 inputs of one forward call (float64 copies are not needed here), and bf16 copies.
 struct BenchInputs {
   nsa::index_t tokens;
   std::vector<float> q, k, v, gates, out;
   std::vector<float> phi_k[5], phi_v[5];  // pe, w1, b1, w2, b2
+  std::vector<nsa::bf16> q16, k16, v16, gates16, phi_k16[5], phi_v16[5];
 
   BenchInputs(const nsa::Config& config, nsa::index_t t) : tokens(t) {
     std::mt19937 rng(1);
@@ -56,6 +60,33 @@ struct BenchInputs {
   template <class T>
   nsa::TensorView<T> view(T* data, nsa::index_t heads, nsa::index_t dim) const {
     return nsa::contiguous_view(data, 1, tokens, heads, dim);
+  }
+
+  static std::vector<nsa::bf16> to_bf16(const std::vector<float>& x) {
+    std::vector<nsa::bf16> y(x.size());
+    nsa::to_bf16(x.data(), y.data(), x.size());
+    return y;
+  }
+
+  nsa::NsaInputs<nsa::bf16> nsa_inputs_bf16() {
+    q16 = to_bf16(q);
+    k16 = to_bf16(k);
+    v16 = to_bf16(v);
+    gates16 = to_bf16(gates);
+    for (int i = 0; i < 5; ++i) {
+      phi_k16[i] = to_bf16(phi_k[i]);
+      phi_v16[i] = to_bf16(phi_v[i]);
+    }
+    nsa::NsaInputs<nsa::bf16> in;
+    in.q = view<const nsa::bf16>(q16.data(), kHeads, kDk);
+    in.k_cmp = in.k_slc = in.k_win = view<const nsa::bf16>(k16.data(), kKvHeads, kDk);  // shared K/V
+    in.v_cmp = in.v_slc = in.v_win = view<const nsa::bf16>(v16.data(), kKvHeads, kDv);
+    in.gates = view<const nsa::bf16>(gates16.data(), kHeads, 3);
+    const auto* pk = phi_k16;
+    const auto* pv = phi_v16;
+    in.phi_k = {pk[0].data(), pk[1].data(), pk[2].data(), pk[3].data(), pk[4].data(), nullptr};
+    in.phi_v = {pv[0].data(), pv[1].data(), pv[2].data(), pv[3].data(), pv[4].data(), nullptr};
+    return in;
   }
 
   nsa::NsaInputs<float> nsa_inputs() const {
@@ -98,6 +129,35 @@ void BM_NsaForward(benchmark::State& state) {
                                                   benchmark::Counter::kIsIterationInvariantRate);
 }
 
+void BM_NsaForwardBf16(benchmark::State& state) {
+  const nsa::Config config;
+  BenchInputs data(config, state.range(0));
+  nsa::ThreadPool pool(static_cast<int>(state.range(1)));
+  const auto in = data.nsa_inputs_bf16();
+  const auto out = data.view(data.out.data(), kHeads, kDv);
+  for (auto _ : state) {
+    nsa::nsa_forward(config, in, out, nullptr, pool);
+    benchmark::DoNotOptimize(data.out.data());
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.range(0)),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
+}
+
+void BM_DenseForwardBf16(benchmark::State& state) {
+  const nsa::Config config;
+  BenchInputs data(config, state.range(0));
+  nsa::ThreadPool pool(static_cast<int>(state.range(1)));
+  const auto in16 = data.nsa_inputs_bf16();
+  const nsa::DenseInputs<nsa::bf16> in{in16.q, in16.k_slc, in16.v_slc};
+  const auto out = data.view(data.out.data(), kHeads, kDv);
+  for (auto _ : state) {
+    nsa::dense_forward(in, out, nullptr, pool);
+    benchmark::DoNotOptimize(data.out.data());
+  }
+  state.counters["tokens/s"] = benchmark::Counter(static_cast<double>(state.range(0)),
+                                                  benchmark::Counter::kIsIterationInvariantRate);
+}
+
 void BM_DenseForward(benchmark::State& state) {
   const nsa::Config config;
   BenchInputs data(config, state.range(0));
@@ -117,12 +177,13 @@ void BM_DenseForward(benchmark::State& state) {
 const bool registered = [] {
   const int threads = bench_threads();
   for (const nsa::index_t t : bench_tokens()) {
-    benchmark::RegisterBenchmark("NsaForward", BM_NsaForward)
-        ->Args({t, threads})->ArgNames({"T", "threads"})->Unit(benchmark::kMillisecond)
-        ->UseRealTime()->MinTime(0.2);
-    benchmark::RegisterBenchmark("DenseForward", BM_DenseForward)
-        ->Args({t, threads})->ArgNames({"T", "threads"})->Unit(benchmark::kMillisecond)
-        ->UseRealTime()->MinTime(0.2);
+    const std::pair<const char*, void (*)(benchmark::State&)> benches[] = {
+        {"NsaForward", BM_NsaForward}, {"NsaForwardBf16", BM_NsaForwardBf16},
+        {"DenseForward", BM_DenseForward}, {"DenseForwardBf16", BM_DenseForwardBf16}};
+    for (const auto& [name, fn] : benches)
+      benchmark::RegisterBenchmark(name, fn)
+          ->Args({t, threads})->ArgNames({"T", "threads"})->Unit(benchmark::kMillisecond)
+          ->UseRealTime()->MinTime(0.2);
   }
   return true;
 }();
