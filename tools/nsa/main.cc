@@ -4,6 +4,11 @@
 //   nsa version            version, build type, SIMD targets, CUDA
 //   nsa check [options]    fp32 CPU kernels against the float64 reference
 //   nsa bench [options]    NSA vs full attention: times, speed-ups, % of FMA peak
+//   nsa train [options]    train a small NSA / full / window language model
+//   nsa eval CKPT          its validation loss and passkey accuracy grid
+//   nsa generate CKPT      sample text through the decode cache
+//   nsa inspect CKPT       gates, selected blocks, tokens read, selection map
+//   nsa plot-loss ...      loss curves of several training runs in one PNG
 //
 // Every command sits in its own file (commands.h); this file parses and dispatches.
 #include <CLI/CLI.hpp>
@@ -27,6 +32,11 @@ int main(int argc, char** argv) {
       nsa::cli::add_version_command(app),
       nsa::cli::add_check_command(app),
       nsa::cli::add_bench_command(app),
+      nsa::cli::add_train_command(app),
+      nsa::cli::add_eval_command(app),
+      nsa::cli::add_generate_command(app),
+      nsa::cli::add_inspect_command(app),
+      nsa::cli::add_plot_loss_command(app),
   };
 
   CLI11_PARSE(app, argc, argv);

@@ -1,0 +1,143 @@
+#include "model/training/trainer.h"
+
+#include <cmath>
+
+#include "model/data/needle.h"
+#include "model/optim/adamw.h"
+#include "nsa/error.h"
+
+namespace nsa::model {
+namespace {
+
+std::vector<std::uint8_t> make_decay_mask(const Model<float>& model) {
+  std::vector<std::uint8_t> mask(model.num_params(), 0);
+  for (const TensorInfo& t : model.tensors())
+    std::fill(mask.begin() + static_cast<std::ptrdiff_t>(t.offset),
+              mask.begin() + static_cast<std::ptrdiff_t>(t.offset + t.size), t.decay ? 1 : 0);
+  return mask;
+}
+
+TrainState fresh_state(const TrainOptions& options, std::size_t num_params) {
+  options.validate();
+  TrainState state;
+  state.options = options;
+  // The data stream has its own seed, derived from the run's seed, so that the model's
+  // init and the batches do not share random numbers.
+  state.rng = Rng(options.seed ^ 0x5DEECE66Dull).state();
+  state.adam_m.assign(num_params, 0.0f);
+  state.adam_v.assign(num_params, 0.0f);
+  return state;
+}
+
+Model<float> initialized_model(const ModelConfig& config, std::uint64_t seed) {
+  Model<float> model(config);
+  model.init(seed);
+  return model;
+}
+
+}  // namespace
+
+Trainer::Trainer(const ModelConfig& config, const TrainOptions& options)
+    : Trainer(initialized_model(config, options.seed), TrainState{}) {
+  state_ = fresh_state(options, model_.num_params());
+  data_rng_.set_state(state_.rng);
+}
+
+Trainer::Trainer(Model<float> model, TrainState state)
+    : model_(std::move(model)), state_(std::move(state)), decay_mask_(make_decay_mask(model_)) {
+  data_rng_.set_state(state_.rng);
+}
+
+Trainer Trainer::resume(const std::string& checkpoint, std::int64_t steps) {
+  Model<float> model = load_model(checkpoint);
+  TrainState state;
+  load_train_state(checkpoint, model, &state);
+  if (steps > 0) {
+    if (steps < state.step)
+      throw Error("resume: --steps " + std::to_string(steps) + " is below the " +
+                  std::to_string(state.step) + " steps already done in " + checkpoint);
+    state.options.steps = steps;
+  }
+  return Trainer(std::move(model), std::move(state));
+}
+
+std::vector<std::string> Trainer::init_from(const std::string& checkpoint) {
+  return load_matching_parameters(checkpoint, model_);
+}
+
+Batch Trainer::next_batch(const Corpus& corpus) {
+  const TrainOptions& o = state_.options;
+  Batch batch;
+  batch.batch = o.batch;
+  batch.seq = o.seq;
+  batch.tokens.reserve(static_cast<std::size_t>(o.batch * o.seq));
+  batch.targets.reserve(batch.tokens.capacity());
+  // Row by row: a passkey example with probability needle_fraction, else corpus text.
+  for (std::int64_t row = 0; row < o.batch; ++row) {
+    const bool needle = o.needle_fraction > 0 && data_rng_.uniform() < o.needle_fraction;
+    const Batch one = needle ? needle_batch(corpus.train(), 1, o.seq, data_rng_)
+                             : sample_batch(corpus.train(), 1, o.seq, data_rng_);
+    batch.tokens.insert(batch.tokens.end(), one.tokens.begin(), one.tokens.end());
+    batch.targets.insert(batch.targets.end(), one.targets.begin(), one.targets.end());
+  }
+  return batch;
+}
+
+StepStats Trainer::step(const Corpus& corpus, ThreadPool& pool) {
+  if (done())
+    throw Error("train: the run has already done its " + std::to_string(state_.options.steps) + " steps");
+  const TrainOptions& o = state_.options;
+  const Batch batch = next_batch(corpus);
+
+  StepStats stats;
+  stats.tokens = batch.batch * batch.seq;
+  stats.loss = model_.forward(batch.tokens.data(), batch.targets.data(), batch.batch, batch.seq, pool);
+  if (!std::isfinite(stats.loss)) {
+    data_rng_.set_state(state_.rng);  // the failed step consumed no data either
+    throw Error("train: loss is " + std::to_string(stats.loss) + " at step " + std::to_string(state_.step + 1) +
+                "; the parameters are those of the last good step (lower --lr?)");
+  }
+  model_.backward(pool);
+  const std::size_t n = model_.num_params();
+  stats.grad_norm = clip_grad_norm(model_.grads(), n, o.clip);
+  if (!std::isfinite(stats.grad_norm)) {
+    data_rng_.set_state(state_.rng);
+    throw Error("train: gradient norm is not finite at step " + std::to_string(state_.step + 1) +
+                "; the parameters are those of the last good step (lower --lr?)");
+  }
+  stats.lr = learning_rate(state_.step, o.warmup, o.steps, o.lr, o.min_lr);
+  AdamWOptions adam;
+  adam.beta1 = o.beta1;
+  adam.beta2 = o.beta2;
+  adam.weight_decay = o.weight_decay;
+  adamw_step(model_.params(), model_.grads(), state_.adam_m.data(), state_.adam_v.data(), n,
+             state_.step + 1, stats.lr, adam, decay_mask_.data());
+  ++state_.step;
+  state_.rng = data_rng_.state();
+  stats.step = state_.step;
+  return stats;
+}
+
+double Trainer::validation_loss(const Corpus& corpus, ThreadPool& pool) {
+  const TrainOptions& o = state_.options;
+  const index_t windows = num_windows(corpus.val(), o.seq);
+  if (windows < 1)
+    throw Error("validation split has " + std::to_string(corpus.val().size()) + " tokens, fewer than seq + 1 = " +
+                std::to_string(o.seq + 1));
+  double total = 0;
+  index_t counted = 0;
+  for (index_t b = 0; b < o.eval_batches; ++b) {
+    const index_t first = b * o.batch;
+    if (first >= windows) break;
+    const index_t rows = std::min<index_t>(o.batch, windows - first);
+    const Batch batch = window_batch(corpus.val(), first, rows, o.seq);
+    total += model_.forward(batch.tokens.data(), batch.targets.data(), batch.batch, batch.seq, pool) *
+             static_cast<double>(rows);
+    counted += rows;
+  }
+  return total / static_cast<double>(counted);
+}
+
+void Trainer::save(const std::string& path) const { save_checkpoint(path, model_, &state_); }
+
+}  // namespace nsa::model

@@ -1,0 +1,211 @@
+// nsa train: trains a small language model (src/model) on a text file, with passkey
+// examples mixed in, and writes into --out:
+//   checkpoint.safetensors   the latest training checkpoint (resume with --resume)
+//   loss.csv                 step, train_loss, val_loss, lr, grad_norm, tokens_per_s, elapsed_s
+//   loss.png                 the training and validation loss curves
+//   run.txt                  the model and training options
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "loss_plot.h"
+#include "model/data/corpus.h"
+#include "model/training/trainer.h"
+#include "model_options.h"
+#include "nsa/error.h"
+#include "nsa/thread_pool.h"
+#include "progress.h"
+
+namespace nsa::cli {
+namespace {
+
+struct TrainCommandOptions {
+  model::ModelConfig config;
+  std::string attention, phi;
+  model::TrainOptions train;
+  std::string data = kDefaultData;
+  std::string out = "runs/nsa";
+  std::string resume, init_from;
+  std::int64_t checkpoint_every = 0;
+  int threads = 0;
+};
+
+// Rows of an existing loss.csv up to `step` (a resumed run continues the file).
+std::vector<std::string> csv_rows_up_to(const std::string& path, std::int64_t step) {
+  std::vector<std::string> rows;
+  std::ifstream in(path);
+  std::string line;
+  if (!std::getline(in, line)) return rows;  // header
+  while (std::getline(in, line)) {
+    const auto comma = line.find(',');
+    if (comma == std::string::npos) continue;
+    try {
+      if (std::stoll(line.substr(0, comma)) <= step) rows.push_back(line);
+    } catch (const std::exception&) {
+    }
+  }
+  return rows;
+}
+
+const char* kCsvHeader = "step,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s";
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out) throw Error("train: cannot write " + tmp);
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+int run_train(TrainCommandOptions o, CLI::App* sub) {
+  namespace fs = std::filesystem;
+  if (!o.resume.empty() && !o.init_from.empty())
+    throw Error("train: --resume continues a run, --init-from starts a new one from another's weights; give one");
+  std::error_code ec;
+  fs::create_directories(o.out, ec);
+  if (ec) throw Error("train: cannot create the output folder " + o.out + ": " + ec.message());
+
+  if (!fs::exists(o.data))
+    throw Error("train: training text " + o.data +
+                " not found: run scripts/setup (it writes the King James Bible there) or pass --data FILE");
+  const model::Corpus corpus = model::Corpus::from_file(o.data);
+  ThreadPool pool(o.threads);
+
+  std::unique_ptr<model::Trainer> trainer;
+  if (!o.resume.empty()) {
+    for (const char* flag : {"--attention", "--d-model", "--layers", "--heads", "--kv-heads", "--dk", "--dv",
+                             "--batch", "--seq", "--lr", "--seed", "--needle-fraction"})
+      if (sub->count(flag))
+        throw Error(std::string("train: ") + flag + " cannot change a resumed run (it comes from " + o.resume + ")");
+    trainer = std::make_unique<model::Trainer>(
+        model::Trainer::resume(o.resume, sub->count("--steps") ? o.train.steps : 0));
+    std::fprintf(stderr, "nsa train: resuming %s at step %lld of %lld\n", o.resume.c_str(),
+                 static_cast<long long>(trainer->steps_done()), static_cast<long long>(trainer->options().steps));
+  } else {
+    const model::ModelConfig config = finish_model_config(o.config, o.attention, o.phi);
+    o.train.validate();
+    trainer = std::make_unique<model::Trainer>(config, o.train);
+    if (!o.init_from.empty()) {
+      const auto fresh = trainer->init_from(o.init_from);
+      std::fprintf(stderr, "nsa train: weights from %s; %zu tensors keep their fresh init:", o.init_from.c_str(),
+                   fresh.size());
+      for (const auto& name : fresh) std::fprintf(stderr, " %s", name.c_str());
+      std::fprintf(stderr, "\n");
+    }
+  }
+  const model::TrainOptions& t = trainer->options();
+  const model::ModelConfig& config = trainer->model().config();
+  const std::int64_t checkpoint_every = o.checkpoint_every > 0 ? o.checkpoint_every : t.eval_every;
+
+  const std::string checkpoint = (fs::path(o.out) / "checkpoint.safetensors").string();
+  const std::string csv_path = (fs::path(o.out) / "loss.csv").string();
+  const std::string png_path = (fs::path(o.out) / "loss.png").string();
+  std::ostringstream run_text;
+  run_text << "model: " << config.describe() << "\nparameters: " << trainer->model().num_params()
+           << "\ndata: " << o.data << " (" << corpus.train().size() << " train / " << corpus.val().size()
+           << " validation bytes)\nthreads: " << pool.size() << "\n\n[model]\n"
+           << config.serialize() << "\n[training]\n" << t.serialize();
+  write_text_atomically((fs::path(o.out) / "run.txt").string(), run_text.str());
+  std::fprintf(stderr, "nsa train: %s, %zu parameters; %lld steps of %lld x %lld tokens; %d threads -> %s\n",
+               config.describe().c_str(), trainer->model().num_params(), static_cast<long long>(t.steps),
+               static_cast<long long>(t.batch), static_cast<long long>(t.seq), pool.size(), o.out.c_str());
+
+  std::vector<std::string> rows = csv_rows_up_to(csv_path, trainer->steps_done());
+  double elapsed_before = 0;
+  if (!rows.empty()) elapsed_before = std::stod(rows.back().substr(rows.back().rfind(',') + 1));
+  auto flush_outputs = [&] {
+    std::string csv = std::string(kCsvHeader) + "\n";
+    for (const auto& r : rows) csv += r + "\n";
+    write_text_atomically(csv_path, csv);
+    write_loss_plot(csv_path, png_path, std::string("nsa train: ") + config.describe());
+    trainer->save(checkpoint);
+  };
+
+  Progress progress(t.steps, trainer->steps_done());
+  double last_val = -1;
+  std::int64_t tokens_since = 0;
+  double seconds_mark = 0;
+  while (!trainer->done()) {
+    const model::StepStats s = trainer->step(corpus, pool);
+    tokens_since += s.tokens;
+    const double now = progress.elapsed_seconds();
+    const double tokens_per_s = tokens_since / std::max(1e-9, now - seconds_mark);
+    std::string val_field;
+    const bool eval_now = (t.eval_every > 0 && s.step % t.eval_every == 0) || trainer->done();
+    if (eval_now) {
+      last_val = trainer->validation_loss(corpus, pool);
+      char buffer[32];
+      std::snprintf(buffer, sizeof buffer, "%.5f", last_val);
+      val_field = buffer;
+    }
+    char row[256];
+    std::snprintf(row, sizeof row, "%lld,%.5f,%s,%.6g,%.4g,%.1f,%.2f", static_cast<long long>(s.step), s.loss,
+                  val_field.c_str(), s.lr, s.grad_norm, tokens_per_s, elapsed_before + now);
+    rows.push_back(row);
+    char text[160];
+    if (last_val >= 0)
+      std::snprintf(text, sizeof text, "loss %.3f  val %.3f  %.0f tok/s", s.loss, last_val, tokens_per_s);
+    else
+      std::snprintf(text, sizeof text, "loss %.3f  %.0f tok/s", s.loss, tokens_per_s);
+    progress.update(s.step, text);
+    if (s.step % 10 == 0) {
+      tokens_since = 0;
+      seconds_mark = now;
+    }
+    if (s.step % checkpoint_every == 0 || trainer->done()) flush_outputs();
+  }
+  progress.finish();
+  std::fprintf(stdout, "nsa train: %lld steps in %s; final validation loss %.4f (%.3f bits/byte)\n",
+               static_cast<long long>(trainer->steps_done()),
+               format_duration(elapsed_before + progress.elapsed_seconds()).c_str(), last_val, last_val / std::log(2.0));
+  std::fprintf(stdout, "  %s\n  %s\n  %s\n", checkpoint.c_str(), csv_path.c_str(), png_path.c_str());
+  return 0;
+}
+
+}  // namespace
+
+Command add_train_command(CLI::App& app) {
+  auto o = std::make_shared<TrainCommandOptions>();
+  CLI::App* sub = app.add_subcommand(
+      "train", "Train a small byte-level NSA (or full / window) language model on a text file; writes a "
+               "checkpoint, loss.csv and loss.png into --out");
+  add_model_options(sub, &o->config, &o->attention, &o->phi);
+  model::TrainOptions& t = o->train;
+  sub->add_option("--data", o->data, "training text (scripts/setup writes the King James Bible here)")
+      ->capture_default_str();
+  sub->add_option("--out", o->out, "output folder")->capture_default_str();
+  sub->add_option("--steps", t.steps, "optimizer steps (with --resume: the new total)")->capture_default_str();
+  sub->add_option("--batch", t.batch, "sequences per step")->capture_default_str();
+  sub->add_option("--seq", t.seq, "tokens per sequence (the context length)")->capture_default_str();
+  sub->add_option("--lr", t.lr, "peak learning rate")->capture_default_str();
+  sub->add_option("--min-lr", t.min_lr, "final learning rate of the cosine")->capture_default_str();
+  sub->add_option("--warmup", t.warmup, "warm-up steps")->capture_default_str();
+  sub->add_option("--weight-decay", t.weight_decay, "AdamW weight decay")->capture_default_str();
+  sub->add_option("--clip", t.clip, "gradient-norm clip (0: none)")->capture_default_str();
+  sub->add_option("--seed", t.seed, "seed of the init and the data order")->capture_default_str();
+  sub->add_option("--needle-fraction", t.needle_fraction, "share of rows that are passkey examples")
+      ->capture_default_str();
+  sub->add_option("--eval-every", t.eval_every, "validation loss every N steps")->capture_default_str();
+  sub->add_option("--eval-batches", t.eval_batches, "validation batches")->capture_default_str();
+  sub->add_option("--checkpoint-every", o->checkpoint_every, "checkpoint every N steps (0: every --eval-every)")
+      ->capture_default_str();
+  sub->add_option("--resume", o->resume, "continue the run of this training checkpoint");
+  sub->add_option("--init-from", o->init_from,
+                  "start from this checkpoint's weights where names and shapes match (e.g. full -> nsa)");
+  sub->add_option("--threads", o->threads, "threads (0: every hardware thread)")->capture_default_str();
+  return {sub, [o, sub] { return run_train(*o, sub); }};
+}
+
+}  // namespace nsa::cli
