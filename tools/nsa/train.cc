@@ -107,7 +107,9 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
   }
   const model::TrainOptions& t = trainer->options();
   const model::ModelConfig& config = trainer->model().config();
-  const std::int64_t checkpoint_every = o.checkpoint_every > 0 ? o.checkpoint_every : t.eval_every;
+  // Checkpoints every --checkpoint-every steps, else at every validation, else at the end only.
+  const std::int64_t checkpoint_every =
+      o.checkpoint_every > 0 ? o.checkpoint_every : (t.eval_every > 0 ? t.eval_every : t.steps);
 
   const std::string checkpoint = (fs::path(o.out) / "checkpoint.safetensors").string();
   const std::string csv_path = (fs::path(o.out) / "loss.csv").string();
