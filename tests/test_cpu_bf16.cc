@@ -377,6 +377,7 @@ std::vector<Case> cases() {
   v.push_back({"T37_G3_d24x8", S, shape(37, 3, 1, 24, 8, false, 103), 3});
   v.push_back({"T100_G1_d192x128_2kv_shared", S, shape(100, 2, 2, 192, 128, true, 104), 2});
   v.push_back({"T90_G3_d21x40", S, shape(90, 6, 2, 21, 40, false, 105), 2});    // odd d_k, d_v tail
+  v.push_back({"T77_G2_d43x24", S, shape(77, 4, 2, 43, 24, false, 114), 2});  // 16 pairs + tail
   v.push_back({"T133_G16_d64", S, shape(133, 16, 1, 64, 64, false, 106), 3});
   v.push_back({"T70_G3_d192x128", S, shape(70, 3, 1, 192, 128, false, 107), 1});
   v.push_back({"T100_linear_G2", small_options(PhiKind::linear), shape(100, 4, 2, 64, 64, false, 108), 2});
@@ -609,6 +610,7 @@ std::vector<DenseCase> dense_cases() {
   v.push_back({"T150_G16_d192x128", shape(150, 16, 1, 192, 128, false, 203), 3});
   v.push_back({"T333_G1_d24x8_2kv", shape(333, 2, 2, 24, 8, false, 204), 2});
   v.push_back({"T200_G4_d21x40", shape(200, 8, 2, 21, 40, false, 205), 2});
+  v.push_back({"T99_G2_d42x72", shape(99, 2, 1, 42, 72, false, 208), 2});
   {
     DenseCase c{"batch2_T65_G2", shape(65, 4, 2, 64, 64, false, 206), 2};
     c.shape.batch = 2;

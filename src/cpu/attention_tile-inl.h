@@ -207,18 +207,66 @@ inline void ScoresFromTransposed(const float* a, index_t R, index_t dim, const f
 #define NSA_CPU_BF16_DOT 1
 #define NSA_CPU_BF16_DOT_ATTR __attribute__((target("avx512bf16")))
 
+// o[c] = column c of the 16 x 16 matrix of uint32 whose rows are r[0..15].
+inline void Transpose16x16(const __m512i* r, __m512i* o) {
+  __m512i t[16], u[16], v[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm512_shuffle_i32x4(u[i], u[4 + i], 0x88);
+    v[4 + i] = _mm512_shuffle_i32x4(u[i], u[4 + i], 0xdd);
+    v[8 + i] = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0x88);
+    v[12 + i] = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0xdd);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    o[i] = _mm512_shuffle_i32x4(v[i], v[8 + i], 0x88);
+    o[8 + i] = _mm512_shuffle_i32x4(v[i], v[8 + i], 0xdd);
+  }
+}
+
 // kt [ceil(dim/2), kKeyTile] = the bf16 pairs of the n rows x[s0 + j] transposed (an odd
-// dim's last pair is (x[dim-1], 0)); columns n .. round_up(n, 16) zero.
+// dim's last pair is (x[dim-1], 0)); columns n .. round_up(n, 16) zero. Blocks of 16 keys
+// x 16 pairs go through registers; the pairs beyond the last whole block are scalar.
 inline void TransposePairs(const bf16* x, index_t ld, index_t s0, index_t n, index_t dim,
                            std::uint32_t* kt) {
-  const index_t pairs = (dim + 1) / 2, n_pad = (n + 15) / 16 * 16;
-  for (index_t j = 0; j < n; ++j) {
-    const bf16* row = x + (s0 + j) * ld;
-    for (index_t p = 0; p < dim / 2; ++p) std::memcpy(kt + p * kKeyTile + j, row + 2 * p, 4);
-    if (dim % 2) kt[(pairs - 1) * kKeyTile + j] = row[dim - 1].bits;
+  const index_t whole = dim / 2, pairs = (dim + 1) / 2;
+  for (index_t j0 = 0; j0 < n; j0 += 16) {
+    const index_t keys = std::min<index_t>(16, n - j0);
+    const bf16* row[16];
+    for (index_t i = 0; i < 16; ++i) row[i] = x + (s0 + j0 + std::min(i, keys - 1)) * ld;
+    index_t p0 = 0;
+    for (; p0 + 16 <= whole; p0 += 16) {
+      __m512i r[16], o[16];
+      for (index_t i = 0; i < 16; ++i)
+        r[i] = i < keys ? _mm512_loadu_si512(row[i] + 2 * p0) : _mm512_setzero_si512();
+      Transpose16x16(r, o);
+      for (index_t c = 0; c < 16; ++c) _mm512_storeu_si512(kt + (p0 + c) * kKeyTile + j0, o[c]);
+    }
+    for (index_t i = 0; i < 16; ++i) {
+      for (index_t p = p0; p < pairs; ++p) {
+        std::uint32_t pair = 0;
+        if (i < keys) {
+          if (p < whole)
+            std::memcpy(&pair, row[i] + 2 * p, 4);
+          else
+            pair = row[i][dim - 1].bits;  // (x[dim-1], 0)
+        }
+        kt[p * kKeyTile + j0 + i] = pair;
+      }
+    }
   }
-  for (index_t p = 0; p < pairs; ++p)
-    for (index_t j = n; j < n_pad; ++j) kt[p * kKeyTile + j] = 0;
 }
 
 // out[x][j + 16y ..] = scale * (q[x] . kt[:, j + 16y ..]) for 4 query rows x and NC

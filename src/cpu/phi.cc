@@ -3,6 +3,8 @@
 // Block i of a sequence covers its tokens i*d .. i*d + l - 1. phi's weights are shared by
 // all kv heads, so (block, kv head) pairs are batched into one matrix X [pairs, l*dim] and
 // the mlp / linear forms become two / one matrix products against the weight matrices.
+// Always fp32: bf16 raw tokens are widened as X is gathered, the weights are fp32 (the bf16
+// entry point widens bf16 weights once per call).
 #include <algorithm>
 #include <cmath>
 
