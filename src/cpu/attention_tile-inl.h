@@ -269,81 +269,59 @@ inline void TransposePairs(const bf16* x, index_t ld, index_t s0, index_t n, ind
   }
 }
 
-// out[x][j + 16y ..] = scale * (q[x] . kt[:, j + 16y ..]) for 4 query rows x and NC
-// vectors y of 16 keys: 4 * NC accumulators, each key vector loaded once for 4 rows.
-template <int NC>
-NSA_CPU_BF16_DOT_ATTR inline void ScorePairsBlock(const std::uint32_t* const* q, index_t pairs,
-                                                  const std::uint32_t* kt, index_t j, float scale,
-                                                  float* const* out) {
+// The one micro-kernel of the pairs path, C (+)= scale * A B with A and B in bf16 pairs:
+// C[x][col + 16y ..] for 4 rows x of A and NC vectors y of 16 columns of B,
+//   (kAccumulate: += A B, else: = scale * A B)
+// where A row x is a[x][0 .. len) and B row k is b + k * ldb. 4 * NC accumulators, each
+// vector of B loaded once for the 4 rows, each pair of A broadcast once for NC vectors.
+template <int NC, bool kAccumulate>
+NSA_CPU_BF16_DOT_ATTR inline void PairsBlock(const std::uint32_t* const* a, index_t len,
+                                             const std::uint32_t* b, index_t ldb, index_t col,
+                                             float scale, float* const* c) {
   __m512 acc[4][NC];
 #pragma GCC unroll 4
   for (int x = 0; x < 4; ++x)
 #pragma GCC unroll 4
-    for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_setzero_ps();
-  for (index_t p = 0; p < pairs; ++p, kt += kKeyTile) {
-    __m512bh k[NC];
+    for (int y = 0; y < NC; ++y)
+      acc[x][y] = kAccumulate ? _mm512_loadu_ps(c[x] + col + 16 * y) : _mm512_setzero_ps();
+  for (index_t k = 0; k < len; ++k) {
+    __m512bh bv[NC];
 #pragma GCC unroll 4
-    for (int y = 0; y < NC; ++y) k[y] = (__m512bh)_mm512_loadu_si512(kt + j + 16 * y);
+    for (int y = 0; y < NC; ++y) bv[y] = (__m512bh)_mm512_loadu_si512(b + k * ldb + col + 16 * y);
 #pragma GCC unroll 4
     for (int x = 0; x < 4; ++x) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(q[x][p]));
+      const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[x][k]));
 #pragma GCC unroll 4
-      for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_dpbf16_ps(acc[x][y], a, k[y]);
+      for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_dpbf16_ps(acc[x][y], av, bv[y]);
     }
   }
   const __m512 vs = _mm512_set1_ps(scale);
 #pragma GCC unroll 4
   for (int x = 3; x >= 0; --x)  // clamped duplicate rows alias the last real one
 #pragma GCC unroll 4
-    for (int y = 0; y < NC; ++y) _mm512_storeu_ps(out[x] + j + 16 * y, _mm512_mul_ps(acc[x][y], vs));
+    for (int y = 0; y < NC; ++y)
+      _mm512_storeu_ps(c[x] + col + 16 * y, kAccumulate ? acc[x][y] : _mm512_mul_ps(acc[x][y], vs));
 }
 
-// S [R, kKeyTile] = scale * qp [R, pairs] times kt [pairs, kKeyTile] (n keys, padded to 16).
-NSA_CPU_BF16_DOT_ATTR inline void ScoresPairs(const std::uint32_t* qp, index_t R, index_t pairs,
-                                              const std::uint32_t* kt, index_t n, float scale,
-                                              float* S) {
-  const index_t n_pad = (n + 15) / 16 * 16;
+// C [R, width] (+)= scale * A [R, len] B [len, width] (see PairsBlock), rows of A at
+// a + r * lda, of C at c + r * ldc; width a multiple of 16.
+template <bool kAccumulate>
+NSA_CPU_BF16_DOT_ATTR inline void PairsProduct(const std::uint32_t* a, index_t lda, index_t R,
+                                               index_t len, const std::uint32_t* b, index_t ldb,
+                                               index_t width, float scale, float* c, index_t ldc) {
   for (index_t r0 = 0; r0 < R; r0 += 4) {
-    const std::uint32_t* q[4];
-    float* out[4];
+    const std::uint32_t* ar[4];
+    float* cr[4];
     for (index_t x = 0; x < 4; ++x) {
       const index_t r = std::min(r0 + x, R - 1);
-      q[x] = qp + r * pairs;
-      out[x] = S + r * kKeyTile;
+      ar[x] = a + r * lda;
+      cr[x] = c + r * ldc;
     }
-    index_t j = 0;
-    for (; j + 64 <= n_pad; j += 64) ScorePairsBlock<4>(q, pairs, kt, j, scale, out);
-    for (; j + 32 <= n_pad; j += 32) ScorePairsBlock<2>(q, pairs, kt, j, scale, out);
-    for (; j < n_pad; j += 16) ScorePairsBlock<1>(q, pairs, kt, j, scale, out);
+    index_t col = 0;
+    for (; col + 64 <= width; col += 64) PairsBlock<4, kAccumulate>(ar, len, b, ldb, col, scale, cr);
+    for (; col + 32 <= width; col += 32) PairsBlock<2, kAccumulate>(ar, len, b, ldb, col, scale, cr);
+    for (; col < width; col += 16) PairsBlock<1, kAccumulate>(ar, len, b, ldb, col, scale, cr);
   }
-}
-
-// o[x][c + 16y ..] += sum over key pairs jp of p[x][jp] . vt[jp][c + 16y ..], 4 rows x NC
-// vectors of d_v (vt row stride ld).
-template <int NC>
-NSA_CPU_BF16_DOT_ATTR inline void ValuePairsBlock(const std::uint32_t* const* p, index_t key_pairs,
-                                                  const std::uint32_t* vt, index_t ld, index_t c,
-                                                  float* const* o) {
-  __m512 acc[4][NC];
-#pragma GCC unroll 4
-  for (int x = 0; x < 4; ++x)
-#pragma GCC unroll 4
-    for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_loadu_ps(o[x] + c + 16 * y);
-  for (index_t jp = 0; jp < key_pairs; ++jp) {
-    __m512bh v[NC];
-#pragma GCC unroll 4
-    for (int y = 0; y < NC; ++y) v[y] = (__m512bh)_mm512_loadu_si512(vt + jp * ld + c + 16 * y);
-#pragma GCC unroll 4
-    for (int x = 0; x < 4; ++x) {
-      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(p[x][jp]));
-#pragma GCC unroll 4
-      for (int y = 0; y < NC; ++y) acc[x][y] = _mm512_dpbf16_ps(acc[x][y], a, v[y]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int x = 3; x >= 0; --x)
-#pragma GCC unroll 4
-    for (int y = 0; y < NC; ++y) _mm512_storeu_ps(o[x] + c + 16 * y, acc[x][y]);
 }
 
 // acc[row0 + r] += sum_j P[r][j] v[s0 + j] with the probabilities P (S, 0 where masked)
@@ -373,19 +351,7 @@ NSA_CPU_BF16_DOT_ATTR inline void AccumulateValuePairs(const float* S, index_t r
       const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(srow + 16), _mm512_loadu_ps(srow));
       _mm512_storeu_si512(pp + r * (kKeyTile / 2) + j / 2, (__m512i)b);
     }
-  for (index_t r0 = 0; r0 < rows; r0 += 4) {
-    const std::uint32_t* p[4];
-    float* o[4];
-    for (index_t x = 0; x < 4; ++x) {
-      const index_t r = std::min(r0 + x, rows - 1);
-      p[x] = pp + r * (kKeyTile / 2);
-      o[x] = st.acc_row(row0 + r);
-    }
-    index_t c = 0;
-    for (; c + 64 <= Dv; c += 64) ValuePairsBlock<4>(p, key_pairs, vt, Dv, c, o);
-    for (; c + 32 <= Dv; c += 32) ValuePairsBlock<2>(p, key_pairs, vt, Dv, c, o);
-    for (; c < Dv; c += 16) ValuePairsBlock<1>(p, key_pairs, vt, Dv, c, o);
-  }
+  PairsProduct<true>(pp, kKeyTile / 2, rows, key_pairs, vt, Dv, Dv, 1.0f, st.acc_row(row0), d_v);
   for (index_t r = 0; r < rows; ++r) {
     float* o = st.acc_row(row0 + r);
     for (index_t c = Dv; c < d_v; ++c) {
@@ -423,7 +389,8 @@ inline void ScoreTile(const QueryTile& tile, index_t row0, index_t rows, const K
     if (UsePairs<T>(tile)) {
       const index_t pairs = (tile.d_k + 1) / 2;
       TransposePairs(kv.k, kv.k_stride, s0, n, tile.d_k, s.kt_pairs.data());
-      ScoresPairs(tile.q_pairs + row0 * pairs, rows, pairs, s.kt_pairs.data(), n, tile.scale, S);
+      PairsProduct<false>(tile.q_pairs + row0 * pairs, pairs, rows, pairs, s.kt_pairs.data(),
+                          kKeyTile, (n + 15) / 16 * 16, tile.scale, S, kKeyTile);
       MaskScores(rows, s0, n, lo, hi, S);
       return;
     }
