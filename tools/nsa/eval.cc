@@ -40,9 +40,16 @@ struct EvalOptions {
   int threads = 0;
 };
 
+struct NeedleScore {
+  std::int64_t exact = 0;         // examples with every digit right
+  std::int64_t digits_right = 0;  // digits right, over all examples
+  std::int64_t digits = 0;
+};
+
 // Of `trials` passkey examples at (context, depth): how many have every digit of the
-// answer as the model's argmax (teacher-forced: digit i is predicted after digits < i).
-std::int64_t needle_correct(model::Model<float>& m, const std::vector<std::int32_t>& filler, std::int64_t context,
+// answer as the model's argmax (teacher-forced: digit i is predicted after digits < i),
+// and how many digits are right.
+NeedleScore needle_score(model::Model<float>& m, const std::vector<std::int32_t>& filler, std::int64_t context,
                             double depth, std::int64_t trials, model::Rng& rng, ThreadPool& pool) {
   std::vector<model::NeedleExample> examples;
   std::vector<std::int32_t> tokens, targets;
@@ -56,7 +63,7 @@ std::int64_t needle_correct(model::Model<float>& m, const std::vector<std::int32
   }
   m.forward(tokens.data(), targets.data(), trials, context, pool);
   const int vocab = m.config().vocab;
-  std::int64_t correct = 0;
+  NeedleScore score;
   for (std::int64_t i = 0; i < trials; ++i) {
     bool all = true;
     for (std::int64_t t = 0; t < context; ++t) {
@@ -65,10 +72,12 @@ std::int64_t needle_correct(model::Model<float>& m, const std::vector<std::int32
       const float* logits = m.logits() + (i * context + t) * vocab;
       const std::int32_t best = static_cast<std::int32_t>(std::max_element(logits, logits + vocab) - logits);
       all = all && best == want;
+      score.digits_right += best == want;
+      ++score.digits;
     }
-    correct += all ? 1 : 0;
+    score.exact += all ? 1 : 0;
   }
-  return correct;
+  return score;
 }
 
 int run_eval(const EvalOptions& o) {
@@ -97,29 +106,35 @@ int run_eval(const EvalOptions& o) {
   std::printf("validation loss %.4f nats/byte (%.3f bits/byte) over %lld windows of %lld tokens\n", val_loss,
               val_loss / std::log(2.0), static_cast<long long>(windows), static_cast<long long>(o.seq));
 
-  std::vector<std::vector<double>> accuracy;
+  std::vector<std::vector<double>> accuracy, digit_accuracy;  // [context][depth]
   if (o.needle) {
     model::Rng rng(o.seed);
     Progress progress(static_cast<std::int64_t>(o.contexts.size() * o.depths.size()));
     std::int64_t done = 0;
     for (std::int64_t context : o.contexts) {
       accuracy.emplace_back();
+      digit_accuracy.emplace_back();
       for (double depth : o.depths) {
-        const std::int64_t correct = needle_correct(m, corpus.val(), context, depth, o.trials, rng, pool);
-        accuracy.back().push_back(static_cast<double>(correct) / static_cast<double>(o.trials));
+        const NeedleScore score = needle_score(m, corpus.val(), context, depth, o.trials, rng, pool);
+        accuracy.back().push_back(static_cast<double>(score.exact) / static_cast<double>(o.trials));
+        digit_accuracy.back().push_back(static_cast<double>(score.digits_right) / static_cast<double>(score.digits));
         progress.update(++done, "context " + std::to_string(context));
       }
     }
     progress.finish();
-    std::printf("passkey accuracy (%lld trials per cell; window w=%d)\n%10s", static_cast<long long>(o.trials),
-                m.config().nsa.window, "context");
-    for (double d : o.depths) std::printf("  depth %4.2f", d);
-    std::printf("\n");
-    for (std::size_t i = 0; i < o.contexts.size(); ++i) {
-      std::printf("%10lld", static_cast<long long>(o.contexts[i]));
-      for (double a : accuracy[i]) std::printf("  %10.2f", a);
+    const auto print_grid = [&](const char* what, const std::vector<std::vector<double>>& grid) {
+      std::printf("%s (%lld trials per cell; window w=%d)\n%10s", what, static_cast<long long>(o.trials),
+                  m.config().nsa.window, "context");
+      for (double d : o.depths) std::printf("  depth %4.2f", d);
       std::printf("\n");
-    }
+      for (std::size_t i = 0; i < o.contexts.size(); ++i) {
+        std::printf("%10lld", static_cast<long long>(o.contexts[i]));
+        for (double a : grid[i]) std::printf("  %10.2f", a);
+        std::printf("\n");
+      }
+    };
+    print_grid("passkey accuracy, all 5 digits right", accuracy);
+    print_grid("passkey digit accuracy (chance 0.1)", digit_accuracy);
     if (!o.heatmap.empty()) {
       // Like the paper's Figure 5: context length across, needle depth down.
       plot::Heatmap map;
@@ -151,8 +166,9 @@ int run_eval(const EvalOptions& o) {
     bool first = true;
     for (std::size_t i = 0; i < accuracy.size(); ++i)
       for (std::size_t j = 0; j < o.depths.size(); ++j) {
-        std::fprintf(f, "%s\n    {\"context\": %lld, \"depth\": %.4f, \"accuracy\": %.4f}", first ? "" : ",",
-                     static_cast<long long>(o.contexts[i]), o.depths[j], accuracy[i][j]);
+        std::fprintf(f, "%s\n    {\"context\": %lld, \"depth\": %.4f, \"accuracy\": %.4f, \"digit_accuracy\": %.4f}",
+                     first ? "" : ",", static_cast<long long>(o.contexts[i]), o.depths[j], accuracy[i][j],
+                     digit_accuracy[i][j]);
         first = false;
       }
     std::fprintf(f, "\n  ]\n}\n");

@@ -35,8 +35,10 @@ LossCurve read_loss_csv(const std::string& path, const std::string& label) {
     try {
       if (fields.size() < 3) throw std::invalid_argument("fields");
       const double step = std::stod(fields[0]);
-      curve.step.push_back(step);
-      curve.train.push_back(std::stod(fields[1]));
+      if (!fields[1].empty()) {  // empty on passkey steps
+        curve.step.push_back(step);
+        curve.train.push_back(std::stod(fields[1]));
+      }
       if (!fields[2].empty()) {
         curve.val_step.push_back(step);
         curve.val.push_back(std::stod(fields[2]));
@@ -51,7 +53,7 @@ LossCurve read_loss_csv(const std::string& path, const std::string& label) {
 void write_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path, const std::string& title) {
   plot::LineChart chart;
   chart.title = title;
-  chart.subtitle = "thin: training loss (mean of 10 steps); markers: validation loss";
+  chart.subtitle = "thin: training loss on text (mean of 10 steps); markers: validation loss";
   chart.x_label = "step";
   chart.y_label = "loss (nats per byte)";
   for (std::size_t i = 0; i < curves.size(); ++i) {

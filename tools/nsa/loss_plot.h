@@ -8,7 +8,7 @@ namespace nsa::cli {
 
 struct LossCurve {
   std::string label;
-  std::vector<double> step, train;       // every step
+  std::vector<double> step, train;       // every text step
   std::vector<double> val_step, val;     // the steps with a validation loss
 };
 

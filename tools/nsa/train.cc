@@ -1,7 +1,8 @@
 // nsa train: trains a small language model (src/model) on a text file, with passkey
 // examples mixed in, and writes into --out:
 //   checkpoint.safetensors   the latest training checkpoint (resume with --resume)
-//   loss.csv                 step, train_loss, val_loss, lr, grad_norm, tokens_per_s, elapsed_s
+//   loss.csv                 step, train_loss, val_loss, lr, grad_norm, tokens_per_s, elapsed_s,
+//                            needle_loss (train_loss on text steps, needle_loss on passkey steps)
 //   loss.png                 the training and validation loss curves
 //   run.txt                  the model and training options
 #include <CLI/CLI.hpp>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -56,7 +58,7 @@ std::vector<std::string> csv_rows_up_to(const std::string& path, std::int64_t st
   return rows;
 }
 
-const char* kCsvHeader = "step,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s";
+const char* kCsvHeader = "step,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,needle_loss";
 
 void write_text_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
@@ -126,7 +128,17 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
 
   std::vector<std::string> rows = csv_rows_up_to(csv_path, trainer->steps_done());
   double elapsed_before = 0;
-  if (!rows.empty()) elapsed_before = std::stod(rows.back().substr(rows.back().rfind(',') + 1));
+  if (!rows.empty()) {  // the elapsed_s column (the 7th) of the last kept row
+    std::string field;
+    std::stringstream fields(rows.back());
+    for (int i = 0; i < 7 && std::getline(fields, field, ','); ++i) {
+    }
+    try {
+      elapsed_before = std::stod(field);
+    } catch (const std::exception&) {
+      throw Error("train: " + csv_path + ": malformed row '" + rows.back() + "'");
+    }
+  }
   auto flush_outputs = [&] {
     std::string csv = std::string(kCsvHeader) + "\n";
     for (const auto& r : rows) csv += r + "\n";
@@ -136,7 +148,7 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
   };
 
   Progress progress(t.steps, trainer->steps_done());
-  double last_val = -1;
+  double last_val = -1, last_text = 0, last_needle = -1;
   std::int64_t tokens_since = 0;
   double seconds_mark = 0;
   while (!trainer->done()) {
@@ -152,15 +164,20 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
       std::snprintf(buffer, sizeof buffer, "%.5f", last_val);
       val_field = buffer;
     }
+    char loss_field[32];
+    std::snprintf(loss_field, sizeof loss_field, "%.5f", s.loss);
     char row[256];
-    std::snprintf(row, sizeof row, "%lld,%.5f,%s,%.6g,%.4g,%.1f,%.2f", static_cast<long long>(s.step), s.loss,
-                  val_field.c_str(), s.lr, s.grad_norm, tokens_per_s, elapsed_before + now);
+    std::snprintf(row, sizeof row, "%lld,%s,%s,%.6g,%.4g,%.1f,%.2f,%s", static_cast<long long>(s.step),
+                  s.needle ? "" : loss_field, val_field.c_str(), s.lr, s.grad_norm, tokens_per_s, elapsed_before + now,
+                  s.needle ? loss_field : "");
     rows.push_back(row);
+    if (s.needle) last_needle = s.loss;
+    else last_text = s.loss;
     char text[160];
-    if (last_val >= 0)
-      std::snprintf(text, sizeof text, "loss %.3f  val %.3f  %.0f tok/s", s.loss, last_val, tokens_per_s);
-    else
-      std::snprintf(text, sizeof text, "loss %.3f  %.0f tok/s", s.loss, tokens_per_s);
+    std::snprintf(text, sizeof text, "loss %.3f", last_text);
+    if (last_needle >= 0) std::snprintf(text + std::strlen(text), sizeof text - std::strlen(text), "  passkey %.3f", last_needle);
+    if (last_val >= 0) std::snprintf(text + std::strlen(text), sizeof text - std::strlen(text), "  val %.3f", last_val);
+    std::snprintf(text + std::strlen(text), sizeof text - std::strlen(text), "  %.0f tok/s", tokens_per_s);
     progress.update(s.step, text);
     if (s.step % 10 == 0) {
       tokens_since = 0;
@@ -197,7 +214,7 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--weight-decay", t.weight_decay, "AdamW weight decay")->capture_default_str();
   sub->add_option("--clip", t.clip, "gradient-norm clip (0: none)")->capture_default_str();
   sub->add_option("--seed", t.seed, "seed of the init and the data order")->capture_default_str();
-  sub->add_option("--needle-fraction", t.needle_fraction, "share of rows that are passkey examples")
+  sub->add_option("--needle-fraction", t.needle_fraction, "share of steps on passkey examples (scored on the answer)")
       ->capture_default_str();
   sub->add_option("--eval-every", t.eval_every, "validation loss every N steps")->capture_default_str();
   sub->add_option("--eval-batches", t.eval_batches, "validation batches")->capture_default_str();

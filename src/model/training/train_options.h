@@ -19,7 +19,8 @@ struct TrainOptions {
   double beta1 = 0.9, beta2 = 0.95;
   double clip = 1.0;               // global gradient-norm clip (0: none)
   std::uint64_t seed = 1;          // model init and data order
-  double needle_fraction = 0.25;   // share of batch rows that are passkey examples
+  double needle_fraction = 0.25;   // share of steps that train on passkey examples (loss on
+                                   //   the answer digits only); the others train on text
   std::int64_t eval_every = 100;   // validation loss every N steps (0: only at the end)
   std::int64_t eval_batches = 2;   // validation batches (fixed windows of the val split)
 

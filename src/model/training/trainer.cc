@@ -65,20 +65,24 @@ std::vector<std::string> Trainer::init_from(const std::string& checkpoint) {
   return load_matching_parameters(checkpoint, model_);
 }
 
-Batch Trainer::next_batch(const Corpus& corpus) {
+Batch Trainer::next_batch(const Corpus& corpus, bool* needle_step) {
   const TrainOptions& o = state_.options;
+  // A passkey step with probability needle_fraction: every row a passkey example at a random
+  // depth, scored on the answer only. Mixed into text rows instead, the 5 answer digits would
+  // be 5 of ~8k targets and their gradient would vanish in the language-model loss; as steps
+  // of their own (Adam normalizes each step) they teach retrieval at full strength.
+  *needle_step = o.needle_fraction > 0 && data_rng_.uniform() < o.needle_fraction;
+  if (!*needle_step) return sample_batch(corpus.train(), o.batch, o.seq, data_rng_);
   Batch batch;
   batch.batch = o.batch;
   batch.seq = o.seq;
-  batch.tokens.reserve(static_cast<std::size_t>(o.batch * o.seq));
-  batch.targets.reserve(batch.tokens.capacity());
-  // Row by row: a passkey example with probability needle_fraction, else corpus text.
   for (std::int64_t row = 0; row < o.batch; ++row) {
-    const bool needle = o.needle_fraction > 0 && data_rng_.uniform() < o.needle_fraction;
-    const Batch one = needle ? needle_batch(corpus.train(), 1, o.seq, data_rng_)
-                             : sample_batch(corpus.train(), 1, o.seq, data_rng_);
-    batch.tokens.insert(batch.tokens.end(), one.tokens.begin(), one.tokens.end());
-    batch.targets.insert(batch.targets.end(), one.targets.begin(), one.targets.end());
+    NeedleOptions options;
+    options.context = o.seq;
+    options.depth = data_rng_.uniform();
+    const NeedleExample ex = make_needle(corpus.train(), options, data_rng_);
+    batch.tokens.insert(batch.tokens.end(), ex.tokens.begin(), ex.tokens.end());
+    batch.targets.insert(batch.targets.end(), ex.targets.begin(), ex.targets.end());
   }
   return batch;
 }
@@ -87,9 +91,8 @@ StepStats Trainer::step(const Corpus& corpus, ThreadPool& pool) {
   if (done())
     throw Error("train: the run has already done its " + std::to_string(state_.options.steps) + " steps");
   const TrainOptions& o = state_.options;
-  const Batch batch = next_batch(corpus);
-
   StepStats stats;
+  const Batch batch = next_batch(corpus, &stats.needle);
   stats.tokens = batch.batch * batch.seq;
   stats.loss = model_.forward(batch.tokens.data(), batch.targets.data(), batch.batch, batch.seq, pool);
   if (!std::isfinite(stats.loss)) {

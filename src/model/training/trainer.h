@@ -1,5 +1,5 @@
-// Trainer: one training run of a Model<float> (issue 7): data mixture (corpus text and
-// passkey examples), AdamW with warm-up + cosine schedule and gradient clipping, periodic
+// Trainer: one training run of a Model<float> (issue 7): data mixture (corpus text steps
+// and passkey steps), AdamW with warm-up + cosine schedule and gradient clipping, periodic
 // validation, checkpoints that resume exactly.
 //
 // Reproducibility: the model's init and the data order come from options.seed; the kernels
@@ -25,6 +25,7 @@ namespace nsa::model {
 
 struct StepStats {
   std::int64_t step = 0;  // steps done after this one (1-based)
+  bool needle = false;    // a passkey step (loss on the answer digits only), else text
   double loss = 0;        // training loss of this step's batch
   double grad_norm = 0;   // before clipping
   double lr = 0;
@@ -60,7 +61,7 @@ class Trainer {
 
  private:
   Trainer(Model<float> model, TrainState state);
-  Batch next_batch(const Corpus& corpus);
+  Batch next_batch(const Corpus& corpus, bool* needle_step);
 
   Model<float> model_;
   TrainState state_;
