@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <memory>
@@ -39,6 +40,10 @@ LossCurve read_loss_csv(const std::string& path, const std::string& label) {
         curve.step.push_back(step);
         curve.train.push_back(std::stod(fields[1]));
       }
+      if (fields.size() >= 8 && !fields[7].empty()) {
+        curve.needle_step.push_back(step);
+        curve.needle.push_back(std::stod(fields[7]));
+      }
       if (!fields[2].empty()) {
         curve.val_step.push_back(step);
         curve.val.push_back(std::stod(fields[2]));
@@ -50,6 +55,41 @@ LossCurve read_loss_csv(const std::string& path, const std::string& label) {
   return curve;
 }
 
+namespace {
+
+// A trailing mean over `window` points: one batch's loss is noisy.
+plot::Series trailing_mean(const std::vector<double>& x, const std::vector<double>& y, std::size_t window) {
+  plot::Series s;
+  double sum = 0;
+  for (std::size_t k = 0; k < y.size(); ++k) {
+    sum += y[k];
+    if (k >= window) sum -= y[k - window];
+    s.x.push_back(x[k]);
+    s.y.push_back(sum / static_cast<double>(std::min(k + 1, window)));
+  }
+  return s;
+}
+
+}  // namespace
+
+void write_passkey_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path,
+                             const std::string& title) {
+  plot::LineChart chart;
+  chart.title = title;
+  chart.subtitle = "loss on the passkey's digits (mean of 10 passkey steps); chance = ln 10 = 2.30";
+  chart.x_label = "step";
+  chart.y_label = "passkey loss (nats per digit)";
+  chart.y_include_zero = true;
+  chart.rules.push_back({std::log(10.0), "chance"});
+  for (std::size_t i = 0; i < curves.size(); ++i) {
+    plot::Series s = trailing_mean(curves[i].needle_step, curves[i].needle, 10);
+    s.name = curves[i].label;
+    s.color = plot::palette(static_cast<int>(i));
+    chart.series.push_back(std::move(s));
+  }
+  plot::write_png(png_path, plot::render_line_chart(chart));
+}
+
 void write_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path, const std::string& title) {
   plot::LineChart chart;
   chart.title = title;
@@ -58,17 +98,9 @@ void write_loss_plot(const std::vector<LossCurve>& curves, const std::string& pn
   chart.y_label = "loss (nats per byte)";
   for (std::size_t i = 0; i < curves.size(); ++i) {
     const LossCurve& c = curves[i];
-    plot::Series train;
+    plot::Series train = trailing_mean(c.step, c.train, 10);
     train.color = plot::palette(static_cast<int>(i));
     train.line_width = 1.5;
-    // A trailing mean of 10 steps: one batch's loss is noisy.
-    double sum = 0;
-    for (std::size_t k = 0; k < c.train.size(); ++k) {
-      sum += c.train[k];
-      if (k >= 10) sum -= c.train[k - 10];
-      train.x.push_back(c.step[k]);
-      train.y.push_back(sum / static_cast<double>(std::min<std::size_t>(k + 1, 10)));
-    }
     plot::Series val;
     val.name = c.label;
     val.color = train.color;
@@ -89,12 +121,14 @@ Command add_plot_loss_command(CLI::App& app) {
   struct Options {
     std::vector<std::string> runs;
     std::string out, title = "training runs";
+    bool passkey = false;
   };
   auto o = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand("plot-loss", "Loss curves of several nsa train runs in one PNG");
   sub->add_option("runs", o->runs, "LABEL=path/to/loss.csv, one per run")->required();
   sub->add_option("--out", o->out, "the PNG to write")->required();
   sub->add_option("--title", o->title, "chart title")->capture_default_str();
+  sub->add_flag("--passkey", o->passkey, "plot the loss of the passkey steps instead of the text loss");
   return {sub, [o] {
             std::vector<LossCurve> curves;
             for (const std::string& run : o->runs) {
@@ -103,7 +137,10 @@ Command add_plot_loss_command(CLI::App& app) {
                 throw Error("plot-loss: expected LABEL=path/to/loss.csv, got '" + run + "'");
               curves.push_back(read_loss_csv(run.substr(eq + 1), run.substr(0, eq)));
             }
-            write_loss_plot(curves, o->out, o->title);
+            if (o->passkey)
+              write_passkey_loss_plot(curves, o->out, o->title);
+            else
+              write_loss_plot(curves, o->out, o->title);
             return 0;
           }};
 }

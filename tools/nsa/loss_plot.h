@@ -10,6 +10,7 @@ struct LossCurve {
   std::string label;
   std::vector<double> step, train;       // every text step
   std::vector<double> val_step, val;     // the steps with a validation loss
+  std::vector<double> needle_step, needle;  // passkey steps: loss on the answer digits
 };
 
 // Reads a loss.csv (header step,train_loss,val_loss,...). Throws nsa::Error naming the file
@@ -19,6 +20,9 @@ LossCurve read_loss_csv(const std::string& path, const std::string& label);
 // One chart: each curve's training loss (smoothed over 10 steps, thin) and validation loss
 // (markers), loss in nats per byte against the step.
 void write_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path, const std::string& title);
+// Each curve's passkey loss (mean of 10 passkey steps) against the step.
+void write_passkey_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path,
+                             const std::string& title);
 // The single run of one loss.csv.
 void write_loss_plot(const std::string& csv_path, const std::string& png_path, const std::string& title);
 
