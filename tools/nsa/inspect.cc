@@ -145,7 +145,7 @@ int run_inspect(const InspectOptions& o) {
     const index_t blocks = config.num_sel_blocks(T);
     plot::MatrixImage image;
     image.title = "selected blocks, layer " + std::to_string(layer) + ", kv head " + std::to_string(o.kv_head);
-    image.subtitle = o.checkpoint + "; white: not visible, light: visible, dark: selected";
+    image.subtitle = "dark: selected; light: visible, not selected; white: in the future";
     image.x_label = "key block (" + std::to_string(config.sel_block()) + " tokens)";
     image.y_label = "query token";
     image.rows = static_cast<int>(T);

@@ -143,7 +143,9 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
     std::string csv = std::string(kCsvHeader) + "\n";
     for (const auto& r : rows) csv += r + "\n";
     write_text_atomically(csv_path, csv);
-    write_loss_plot(csv_path, png_path, std::string("nsa train: ") + config.describe());
+    write_loss_plot(csv_path, png_path,
+                    std::string(model::attention_kind_name(config.attention)) + " model, " +
+                        std::to_string(trainer->model().num_params()) + " parameters");
     trainer->save(checkpoint);
   };
 
