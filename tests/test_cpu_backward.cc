@@ -18,109 +18,21 @@
 #include <random>
 #include <string>
 
-#include "hwy/targets.h"
 #include "nsa/nsa.h"
+#include "test_cpu_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
 namespace {
 
-using testing::ProblemShape;
+using cpu_test::Case;
+using cpu_test::GradBuffers;
+using cpu_test::shape;
+using cpu_test::small_options;
 using testing::RandomNsaProblem;
 using testing::relative_error;
 
 constexpr double kTol = 1e-4;  // fp32 gradients (spec, "Tolerances")
-
-ConfigOptions small_options(PhiKind phi = PhiKind::mlp) {
-  ConfigOptions o;
-  o.block_len = 8;
-  o.stride = 4;
-  o.sel_block = 16;
-  o.top_n = 4;
-  o.n_init = 1;
-  o.n_local = 2;
-  o.window = 32;
-  o.phi = phi;
-  return o;
-}
-
-ProblemShape shape(index_t tokens, index_t heads, index_t kv_heads, index_t d_k, index_t d_v,
-                   bool shared, std::uint64_t seed) {
-  ProblemShape s;
-  s.tokens = tokens;
-  s.heads = heads;
-  s.kv_heads = kv_heads;
-  s.d_k = d_k;
-  s.d_v = d_v;
-  s.shared_kv = shared;
-  s.seed = seed;
-  return s;
-}
-
-// Gradient buffers for one problem, contiguous, aliased where the problem shares K/V (one
-// dk / dv for the three branches, which must receive their sum). Filled with NaN first:
-// the backward must overwrite every element.
-template <class T>
-struct GradBuffers {
-  static constexpr int kPhiFields = 6;  // pe, w1, b1, w2, b2, w
-  std::vector<T> dq, dk_cmp, dv_cmp, dk_slc, dv_slc, dk_win, dv_win, dgates;
-  std::vector<T> pk[kPhiFields], pv[kPhiFields];
-  NsaGradients<T> grads;
-
-  explicit GradBuffers(RandomNsaProblem& prob) {
-    const auto& s = prob.shape();
-    const index_t bt = s.batch * s.tokens;
-    const T nan = std::numeric_limits<T>::quiet_NaN();
-    dq.assign(static_cast<size_t>(bt * s.heads * s.d_k), nan);
-    dgates.assign(static_cast<size_t>(bt * s.heads * 3), nan);
-    for (auto* v : {&dk_cmp, &dk_slc, &dk_win}) v->assign(static_cast<size_t>(bt * s.kv_heads * s.d_k), nan);
-    for (auto* v : {&dv_cmp, &dv_slc, &dv_win}) v->assign(static_cast<size_t>(bt * s.kv_heads * s.d_v), nan);
-    auto view = [&](std::vector<T>& v, index_t heads, index_t dim) {
-      return contiguous_view(v.data(), s.batch, s.tokens, heads, dim);
-    };
-    grads.dq = view(dq, s.heads, s.d_k);
-    grads.dgates = view(dgates, s.heads, 3);
-    grads.dk_cmp = view(dk_cmp, s.kv_heads, s.d_k);
-    grads.dv_cmp = view(dv_cmp, s.kv_heads, s.d_v);
-    grads.dk_slc = s.shared_kv ? grads.dk_cmp : view(dk_slc, s.kv_heads, s.d_k);
-    grads.dv_slc = s.shared_kv ? grads.dv_cmp : view(dv_slc, s.kv_heads, s.d_v);
-    grads.dk_win = s.shared_kv ? grads.dk_cmp : view(dk_win, s.kv_heads, s.d_k);
-    grads.dv_win = s.shared_kv ? grads.dv_cmp : view(dv_win, s.kv_heads, s.d_v);
-    const auto& b = prob.buffers64();
-    grads.phi_k = phi(b.phi_k, pk, nan);
-    grads.phi_v = phi(b.phi_v, pv, nan);
-  }
-
-  static PhiGradients<T> phi(const testing::PhiBuffers<double>& w, std::vector<T>* g, T fill) {
-    const std::vector<double>* src[kPhiFields] = {&w.pe, &w.w1, &w.b1, &w.w2, &w.b2, &w.w};
-    for (int i = 0; i < kPhiFields; ++i) g[i].assign(src[i]->size(), fill);
-    auto ptr = [](std::vector<T>& v) { return v.empty() ? nullptr : v.data(); };
-    return {ptr(g[0]), ptr(g[1]), ptr(g[2]), ptr(g[3]), ptr(g[4]), ptr(g[5])};
-  }
-
-  // Every buffer, in a fixed order (for bitwise comparisons), with its name.
-  std::vector<std::pair<std::string, const std::vector<T>*>> all(bool shared, PhiKind kind) const {
-    std::vector<std::pair<std::string, const std::vector<T>*>> v = {
-        {"dq", &dq}, {"dgates", &dgates}, {shared ? "dk (shared)" : "dk_cmp", &dk_cmp},
-        {shared ? "dv (shared)" : "dv_cmp", &dv_cmp}};
-    if (!shared) {
-      v.push_back({"dk_slc", &dk_slc});
-      v.push_back({"dv_slc", &dv_slc});
-      v.push_back({"dk_win", &dk_win});
-      v.push_back({"dv_win", &dv_win});
-    }
-    const char* names[kPhiFields] = {"pe", "w1", "b1", "w2", "b2", "w"};
-    const bool used[3][kPhiFields] = {{true, true, true, true, true, false},
-                                      {true, false, false, false, false, true},
-                                      {false, false, false, false, false, false}};
-    for (int i = 0; i < kPhiFields; ++i)
-      if (used[static_cast<int>(kind)][i]) {
-        v.push_back({std::string("phi_k.") + names[i], &pk[i]});
-        v.push_back({std::string("phi_v.") + names[i], &pv[i]});
-      }
-    return v;
-  }
-};
 
 std::vector<double> random_d_out(index_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -159,15 +71,6 @@ double grad_error(const std::vector<A>& x, const std::vector<B>& ref, double sca
   return r >= 1e-6 * scale ? relative_error(x, ref) : error_over(x, ref, scale);
 }
 
-struct Case {
-  std::string name;
-  ConfigOptions options;
-  ProblemShape shape;
-  int threads = 1;
-};
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name << ": " << c.shape.describe(); }
-
 // Runs the fp32 forward + backward of `prob` with `threads` threads into `g`.
 void run_fp32(RandomNsaProblem& prob, const std::vector<double>& d_out64, int threads,
               GradBuffers<float>& g, NsaSaved<float>* saved_out = nullptr) {
@@ -182,6 +85,17 @@ void run_fp32(RandomNsaProblem& prob, const std::vector<double>& d_out64, int th
   if (saved_out) *saved_out = std::move(saved);
 }
 
+// Runs the float64 reference forward + backward of `prob` into `ref` and `ref_saved`.
+void run_reference(RandomNsaProblem& prob, const std::vector<double>& d_out, GradBuffers<double>& ref,
+                   NsaSaved<double>& ref_saved) {
+  const auto& s = prob.shape();
+  std::vector<double> ref_out;
+  reference::nsa_forward(prob.config(), prob.inputs64(), prob.out_view(ref_out), &ref_saved);
+  reference::nsa_backward(prob.config(), prob.inputs64(), ref_saved,
+                          contiguous_view<const double>(d_out.data(), s.batch, s.tokens, s.heads, s.d_v),
+                          ref.grads);
+}
+
 class CpuBackward : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CpuBackward, MatchesReference) {
@@ -192,13 +106,9 @@ TEST_P(CpuBackward, MatchesReference) {
   SCOPED_TRACE(config.describe() + " " + s.describe());
   const std::vector<double> d_out = random_d_out(prob.out_size(), c.shape.seed + 100);
 
-  std::vector<double> ref_out;
   NsaSaved<double> ref_saved;
-  reference::nsa_forward(config, prob.inputs64(), prob.out_view(ref_out), &ref_saved);
   GradBuffers<double> ref(prob);
-  reference::nsa_backward(config, prob.inputs64(), ref_saved,
-                          contiguous_view<const double>(d_out.data(), s.batch, s.tokens, s.heads, s.d_v),
-                          ref.grads);
+  run_reference(prob, d_out, ref, ref_saved);
 
   GradBuffers<float> got(prob);
   NsaSaved<float> saved;
@@ -220,56 +130,17 @@ TEST_P(CpuBackward, MatchesReference) {
   std::printf("  rel err:%s\n", line.c_str());
 }
 
+// The forward test's covering set, plus l' = 128 > kKeyTile: a selection block spans two
+// key tiles; stride = l (no overlap).
 std::vector<Case> cases() {
-  std::vector<Case> v;
-  const auto S = small_options();
-  v.push_back({"T1_G1_d64", S, shape(1, 1, 1, 64, 64, false, 1), 1});
-  v.push_back({"T15_G2_d64_shared", S, shape(15, 2, 1, 64, 64, true, 2), 2});
-  v.push_back({"T31_G3_d192x128", S, shape(31, 3, 1, 192, 128, false, 3), 1});
-  v.push_back({"T32_G4_d128_shared", S, shape(32, 8, 2, 128, 128, true, 4), 2});
-  v.push_back({"T33_G16_d64", S, shape(33, 16, 1, 64, 64, false, 5), 2});
-  v.push_back({"T100_G3_d64_2kv", S, shape(100, 6, 2, 64, 64, false, 6), 2});
-  v.push_back({"T100_G1_d192x128_shared", S, shape(100, 2, 2, 192, 128, true, 7), 1});
-  v.push_back({"T100_linear_G2", small_options(PhiKind::linear), shape(100, 4, 2, 64, 64, false, 8), 2});
-  v.push_back({"T100_mean_G4", small_options(PhiKind::mean), shape(100, 4, 1, 64, 64, true, 9), 1});
-  v.push_back({"T70_G3_d20x12", S, shape(70, 3, 1, 20, 12, false, 10), 2});  // scalar tails
-  {
-    Case c{"batch3_T77_G2", S, shape(77, 4, 2, 64, 64, false, 11), 2};
-    c.shape.batch = 3;
-    v.push_back(c);
-  }
-  {
-    Case c{"varlen_0_5_70_1_33_G3", S, shape(0, 3, 1, 64, 64, false, 12), 2};
-    c.shape.seqlens = {0, 5, 70, 1, 33};
-    v.push_back(c);
-  }
-  {  // top_n larger than the candidates early on, n_init = 2, n_local = 1, tiny window
-    auto o = small_options(PhiKind::linear);
-    o.top_n = 5;
-    o.n_init = 2;
-    o.n_local = 1;
-    o.window = 7;
-    v.push_back({"T150_n5_init2_local1_w7", o, shape(150, 4, 2, 64, 64, false, 13), 2});
-  }
-  {  // l' = 128 > kKeyTile: a selection block spans two key tiles; stride = l (no overlap)
-    auto o = small_options();
-    o.block_len = 16;
-    o.stride = 16;
-    o.sel_block = 128;
-    o.top_n = 2;
-    o.n_local = 1;
-    o.window = 100;
-    v.push_back({"T300_sel128_stride16", o, shape(300, 2, 1, 16, 24, false, 17), 3});
-  }
-  // The paper's defaults (l=32, d=16, l'=64, n=16, w=512).
-  v.push_back({"paper_T1000_G4_d192x128_shared", ConfigOptions{}, shape(1000, 4, 1, 192, 128, true, 14), 2});
-  v.push_back({"paper_T4097_G2_d32", ConfigOptions{}, shape(4097, 2, 1, 32, 32, false, 15), 2});
-  {
-    ConfigOptions o;
-    o.phi = PhiKind::mean;
-    v.push_back({"paper_T700_G16_mean_d64", o, shape(700, 16, 1, 64, 64, false, 16), 1});
-  }
-  return v;
+  auto o = small_options();
+  o.block_len = 16;
+  o.stride = 16;
+  o.sel_block = 128;
+  o.top_n = 2;
+  o.n_local = 1;
+  o.window = 100;
+  return cpu_test::covering_cases({{"T300_sel128_stride16", o, shape(300, 2, 1, 16, 24, false, 17), 3}});
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CpuBackward, ::testing::ValuesIn(cases()),
@@ -326,31 +197,21 @@ TEST(CpuBackwardDeterminism, BitwiseAtFixedThreadsCloseAcrossThreadCounts) {
 TEST(CpuBackwardTargets, EveryCompiledTargetMatchesReference) {
   const Config config(small_options());
   RandomNsaProblem prob(config, shape(90, 6, 2, 36, 20, false, 24));
-  const auto& s = prob.shape();
   const auto d_out = random_d_out(prob.out_size(), 25);
-  std::vector<double> ref_out;
   NsaSaved<double> ref_saved;
-  reference::nsa_forward(config, prob.inputs64(), prob.out_view(ref_out), &ref_saved);
   GradBuffers<double> ref(prob);
-  reference::nsa_backward(config, prob.inputs64(), ref_saved,
-                          contiguous_view<const double>(d_out.data(), s.batch, s.tokens, s.heads, s.d_v),
-                          ref.grads);
+  run_reference(prob, d_out, ref, ref_saved);
   const auto refs = ref.all(false, config.phi());
   const double scale = norm(ref.dk_cmp);
-  int targets = 0;
-  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
+  const int targets = cpu_test::for_each_target([&](const char* target) {
     GradBuffers<float> got(prob);
     NsaSaved<float> saved;
     run_fp32(prob, d_out, 2, got, &saved);
-    EXPECT_EQ(saved.sel_blocks, ref_saved.sel_blocks) << hwy::TargetName(target);
+    EXPECT_EQ(saved.sel_blocks, ref_saved.sel_blocks) << target;
     const auto gots = got.all(false, config.phi());
     for (size_t i = 0; i < refs.size(); ++i)
-      EXPECT_LT(grad_error(*gots[i].second, *refs[i].second, scale), kTol)
-          << hwy::TargetName(target) << " " << gots[i].first;
-    ++targets;
-  }
-  hwy::SetSupportedTargetsForTest(0);
+      EXPECT_LT(grad_error(*gots[i].second, *refs[i].second, scale), kTol) << target << " " << gots[i].first;
+  });
   EXPECT_GE(targets, 1);
 }
 
@@ -457,15 +318,7 @@ TEST(CpuBackwardValidation, BadInputThrowsAndWritesNothing) {
 
   auto expect_error = [&](const char* what, const std::string& needle, auto&& call) {
     GradBuffers<float> g(prob);
-    bool thrown = false;
-    try {
-      call(g.grads);
-    } catch (const Error& e) {
-      thrown = true;
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-          << what << ": message \"" << e.what() << "\" does not mention \"" << needle << "\"";
-    }
-    EXPECT_TRUE(thrown) << what << ": no nsa::Error";
+    cpu_test::expect_error_mentioning(what, needle, [&] { call(g.grads); });
     for (const auto& [name, buf] : g.all(false, config.phi()))
       for (float x : *buf) ASSERT_TRUE(std::isnan(x)) << what << ": " << name << " was written";
   };

@@ -22,11 +22,16 @@
 #include "hwy/targets.h"
 #include "nsa/nsa.h"
 #include "reference/reference.h"
+#include "test_cpu_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
 namespace {
 
+using cpu_test::Case;
+using cpu_test::DenseCase;
+using cpu_test::shape;
+using cpu_test::small_options;
 using testing::ProblemShape;
 using testing::RandomDenseProblem;
 using testing::RandomNsaProblem;
@@ -183,32 +188,6 @@ class Bf16NsaProblem {
   std::vector<PhiBuf> phi_;
 };
 
-ConfigOptions small_options(PhiKind phi = PhiKind::mlp) {
-  ConfigOptions o;
-  o.block_len = 8;
-  o.stride = 4;
-  o.sel_block = 16;
-  o.top_n = 4;
-  o.n_init = 1;
-  o.n_local = 2;
-  o.window = 32;
-  o.phi = phi;
-  return o;
-}
-
-ProblemShape shape(index_t tokens, index_t heads, index_t kv_heads, index_t d_k, index_t d_v,
-                   bool shared, std::uint64_t seed) {
-  ProblemShape s;
-  s.tokens = tokens;
-  s.heads = heads;
-  s.kv_heads = kv_heads;
-  s.d_k = d_k;
-  s.d_v = d_v;
-  s.shared_kv = shared;
-  s.seed = seed;
-  return s;
-}
-
 // The reference's selection-block scores S(t, g) of flattened row `row` (token t of its
 // sequence), recomputed from its saved Kc and compression lse: the near-tie judge.
 std::vector<double> reference_scores(const Config& config, const NsaInputs<double>& in,
@@ -335,15 +314,6 @@ std::vector<bool> dot_modes() {
 
 const char* mode_name(bool dot) { return dot ? "vdpbf16ps" : "widen"; }
 
-struct Case {
-  std::string name;
-  ConfigOptions options;
-  ProblemShape shape;
-  int threads = 1;
-};
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name << ": " << c.shape.describe(); }
-
 class CpuBf16Forward : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CpuBf16Forward, MatchesReferenceOnBf16Values) {
@@ -410,18 +380,16 @@ TEST(CpuBf16ForwardTargets, EveryCompiledTargetMatchesReference) {
   const Problem p = validate_nsa(config, prob.inputs64(), ref_view);
   reference::nsa_forward(config, prob.inputs64(), ref_view, &ref_saved);
   ThreadPool pool(2);
-  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
+  cpu_test::for_each_target([&](const char* target) {
     for (const bool dot : dot_modes()) {
       cpu::set_bf16_dot_allowed(dot);
       std::vector<float> out;
       NsaSaved<float> saved;
       nsa_forward(config, prob.inputs16(), prob.out_view(out), &saved, pool);
       expect_close(compare(config, p, prob.inputs64(), out, saved, ref, ref_saved),
-                   std::string(hwy::TargetName(target)) + " " + mode_name(dot));
+                   std::string(target) + " " + mode_name(dot));
     }
-  }
-  hwy::SetSupportedTargetsForTest(0);
+  });
   cpu::set_bf16_dot_allowed(true);
 }
 
@@ -570,14 +538,6 @@ struct Bf16Dense {
   DenseInputs<double> in64;
 };
 
-struct DenseCase {
-  std::string name;
-  ProblemShape shape;
-  int threads = 2;
-};
-
-void PrintTo(const DenseCase& c, std::ostream* os) { *os << c.name << ": " << c.shape.describe(); }
-
 class CpuBf16Dense : public ::testing::TestWithParam<DenseCase> {};
 
 void check_dense(Bf16Dense& p, int threads, const std::string& what) {
@@ -629,11 +589,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, CpuBf16Dense, ::testing::ValuesIn(dense_cases())
 
 TEST(CpuBf16DenseTargets, EveryCompiledTargetMatchesReference) {
   Bf16Dense p(shape(140, 6, 2, 21, 40, false, 210));
-  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    check_dense(p, 2, hwy::TargetName(target));
-  }
-  hwy::SetSupportedTargetsForTest(0);
+  cpu_test::for_each_target([&](const char* target) { check_dense(p, 2, target); });
 }
 
 TEST(CpuBf16DenseValidation, NonFiniteInputThrows) {

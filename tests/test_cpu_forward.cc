@@ -13,58 +13,21 @@
 #include <limits>
 #include <string>
 
-#include "hwy/targets.h"
 #include "nsa/nsa.h"
+#include "test_cpu_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
 namespace {
 
-using testing::ProblemShape;
+using cpu_test::Case;
+using cpu_test::lse_error;
+using cpu_test::shape;
+using cpu_test::small_options;
 using testing::RandomNsaProblem;
 using testing::relative_error;
 
 constexpr double kTol = 1e-5;  // fp32 forward (spec, "Tolerances")
-
-ConfigOptions small_options(PhiKind phi = PhiKind::mlp) {
-  ConfigOptions o;
-  o.block_len = 8;
-  o.stride = 4;
-  o.sel_block = 16;
-  o.top_n = 4;
-  o.n_init = 1;
-  o.n_local = 2;
-  o.window = 32;
-  o.phi = phi;
-  return o;
-}
-
-ConfigOptions paper_options() { return ConfigOptions{}; }
-
-// Relative error of lse over the entries where the reference is finite; the -inf entries
-// (empty branch) must match exactly.
-double lse_error(const std::vector<float>& x, const std::vector<double>& ref) {
-  std::vector<float> xf;
-  std::vector<double> rf;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (std::isinf(ref[i])) {
-      if (!(std::isinf(x[i]) && x[i] < 0)) return std::numeric_limits<double>::infinity();
-      continue;
-    }
-    xf.push_back(x[i]);
-    rf.push_back(ref[i]);
-  }
-  return rf.empty() ? 0.0 : relative_error(xf, rf);
-}
-
-struct Case {
-  std::string name;
-  ConfigOptions options;
-  ProblemShape shape;
-  int threads = 1;
-};
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name << ": " << c.shape.describe(); }
 
 class CpuForward : public ::testing::TestWithParam<Case> {};
 
@@ -108,66 +71,7 @@ TEST_P(CpuForward, MatchesReference) {
   EXPECT_EQ(saved.top_n, ref_saved.top_n);
 }
 
-ProblemShape shape(index_t tokens, index_t heads, index_t kv_heads, index_t d_k, index_t d_v,
-                   bool shared, std::uint64_t seed) {
-  ProblemShape s;
-  s.tokens = tokens;
-  s.heads = heads;
-  s.kv_heads = kv_heads;
-  s.d_k = d_k;
-  s.d_v = d_v;
-  s.shared_kv = shared;
-  s.seed = seed;
-  return s;
-}
-
-std::vector<Case> cases() {
-  std::vector<Case> v;
-  const auto S = small_options();
-  // Every boundary of the small config: before the first cmp block closes (T < l), at
-  // l'-1 / l' / l'+1 multiples, window crossings; G 1..16, the three head-dim pairs.
-  v.push_back({"T1_G1_d64", S, shape(1, 1, 1, 64, 64, false, 1), 1});
-  v.push_back({"T15_G2_d64_shared", S, shape(15, 2, 1, 64, 64, true, 2), 2});
-  v.push_back({"T31_G3_d192x128", S, shape(31, 3, 1, 192, 128, false, 3), 1});
-  v.push_back({"T32_G4_d128_shared", S, shape(32, 8, 2, 128, 128, true, 4), 2});
-  v.push_back({"T33_G16_d64", S, shape(33, 16, 1, 64, 64, false, 5), 2});
-  v.push_back({"T100_G3_d64_2kv", S, shape(100, 6, 2, 64, 64, false, 6), 2});
-  v.push_back({"T100_G1_d192x128_shared", S, shape(100, 2, 2, 192, 128, true, 7), 1});
-  v.push_back({"T100_linear_G2", small_options(PhiKind::linear), shape(100, 4, 2, 64, 64, false, 8), 2});
-  v.push_back({"T100_mean_G4", small_options(PhiKind::mean), shape(100, 4, 1, 64, 64, true, 9), 1});
-  // Odd head dims: scalar tails of every vector loop.
-  v.push_back({"T70_G3_d20x12", S, shape(70, 3, 1, 20, 12, false, 10), 2});
-  {
-    Case c{"batch3_T77_G2", S, shape(77, 4, 2, 64, 64, false, 11), 2};
-    c.shape.batch = 3;
-    v.push_back(c);
-  }
-  {
-    Case c{"varlen_0_5_70_1_33_G3", S, shape(0, 3, 1, 64, 64, false, 12), 2};
-    c.shape.seqlens = {0, 5, 70, 1, 33};
-    v.push_back(c);
-  }
-  {  // top_n larger than the candidates early on, n_init = 2, n_local = 1
-    auto o = small_options(PhiKind::linear);
-    o.top_n = 5;
-    o.n_init = 2;
-    o.n_local = 1;
-    o.window = 7;
-    v.push_back({"T150_n5_init2_local1_w7", o, shape(150, 4, 2, 64, 64, false, 13), 2});
-  }
-  // The paper's defaults (l=32, d=16, l'=64, n=16, w=512).
-  v.push_back({"paper_T1000_G4_d192x128_shared", paper_options(),
-               shape(1000, 4, 1, 192, 128, true, 14), 2});
-  v.push_back({"paper_T4097_G2_d32", paper_options(), shape(4097, 2, 1, 32, 32, false, 15), 2});
-  {
-    auto o = paper_options();
-    o.phi = PhiKind::mean;
-    v.push_back({"paper_T700_G16_mean_d64", o, shape(700, 16, 1, 64, 64, false, 16), 1});
-  }
-  return v;
-}
-
-INSTANTIATE_TEST_SUITE_P(Cases, CpuForward, ::testing::ValuesIn(cases()),
+INSTANTIATE_TEST_SUITE_P(Cases, CpuForward, ::testing::ValuesIn(cpu_test::covering_cases()),
                          [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 // Every SIMD target compiled into the library (Highway dynamic dispatch) against the
@@ -179,15 +83,13 @@ TEST(CpuForwardTargets, EveryCompiledTargetMatchesReference) {
   NsaSaved<double> ref_saved;
   reference::nsa_forward(config, prob.inputs64(), prob.out_view(ref), &ref_saved);
   ThreadPool pool(2);
-  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
+  cpu_test::for_each_target([&](const char* target) {
     std::vector<float> out;
     NsaSaved<float> saved;
     nsa_forward(config, prob.inputs32(), prob.out_view(out), &saved, pool);
-    EXPECT_LT(relative_error(out, ref), kTol) << hwy::TargetName(target);
-    EXPECT_EQ(saved.sel_blocks, ref_saved.sel_blocks) << hwy::TargetName(target);
-  }
-  hwy::SetSupportedTargetsForTest(0);
+    EXPECT_LT(relative_error(out, ref), kTol) << target;
+    EXPECT_EQ(saved.sel_blocks, ref_saved.sel_blocks) << target;
+  });
 }
 
 // Bitwise reproducibility: same output for 1, 2 and 3 threads, with or without `saved`.

@@ -7,50 +7,15 @@
 #include <random>
 
 #include "reference/reference.h"
+#include "test_cpu_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
 namespace {
 
+using cpu_test::GradBuffers;
 using testing::ProblemShape;
 using testing::RandomNsaProblem;
-
-// Gradient buffers for one problem, contiguous, with aliasing where the problem shares K/V.
-struct GradBuffers {
-  std::vector<double> dq, dk_cmp, dv_cmp, dk_slc, dv_slc, dk_win, dv_win, dgates;
-  std::vector<double> pk[6], pv[6];  // pe, w1, b1, w2, b2, w
-  NsaGradients<double> grads;
-
-  GradBuffers(const RandomNsaProblem& prob) {
-    const auto& s = prob.shape();
-    const index_t bt = s.batch * s.tokens;
-    dq.resize(bt * s.heads * s.d_k);
-    dgates.resize(bt * s.heads * 3);
-    for (auto* v : {&dk_cmp, &dk_slc, &dk_win}) v->resize(bt * s.kv_heads * s.d_k);
-    for (auto* v : {&dv_cmp, &dv_slc, &dv_win}) v->resize(bt * s.kv_heads * s.d_v);
-    auto view = [&](std::vector<double>& v, index_t heads, index_t dim) {
-      return contiguous_view(v.data(), s.batch, s.tokens, heads, dim);
-    };
-    grads.dq = view(dq, s.heads, s.d_k);
-    grads.dgates = view(dgates, s.heads, 3);
-    grads.dk_cmp = view(dk_cmp, s.kv_heads, s.d_k);
-    grads.dv_cmp = view(dv_cmp, s.kv_heads, s.d_v);
-    // Shared K/V: one gradient buffer for the three branches receives their sum.
-    grads.dk_slc = s.shared_kv ? grads.dk_cmp : view(dk_slc, s.kv_heads, s.d_k);
-    grads.dv_slc = s.shared_kv ? grads.dv_cmp : view(dv_slc, s.kv_heads, s.d_v);
-    grads.dk_win = s.shared_kv ? grads.dk_cmp : view(dk_win, s.kv_heads, s.d_k);
-    grads.dv_win = s.shared_kv ? grads.dv_cmp : view(dv_win, s.kv_heads, s.d_v);
-    const auto& b = const_cast<RandomNsaProblem&>(prob).buffers64();
-    grads.phi_k = phi(b.phi_k, pk);
-    grads.phi_v = phi(b.phi_v, pv);
-  }
-
-  static PhiGradients<double> phi(const testing::PhiBuffers<double>& w, std::vector<double>* g) {
-    const std::vector<double>* src[6] = {&w.pe, &w.w1, &w.b1, &w.w2, &w.b2, &w.w};
-    for (int i = 0; i < 6; ++i) g[i].assign(src[i]->size(), 0.0);
-    return {g[0].data(), g[1].data(), g[2].data(), g[3].data(), g[4].data(), g[5].data()};
-  }
-};
 
 double loss(const RandomNsaProblem& prob, const std::vector<std::int32_t>& selection,
             const std::vector<double>& d_out) {
@@ -119,7 +84,7 @@ TEST_P(ReferenceBackward, MatchesFiniteDifferences) {
   std::vector<double> d_out(out.size());
   for (auto& x : d_out) x = normal(rng);
 
-  GradBuffers g(prob);
+  GradBuffers<double> g(prob, 0.0);
   reference::nsa_backward(config, prob.inputs64(), saved,
                           contiguous_view<const double>(d_out.data(), s.batch, s.tokens, s.heads, s.d_v),
                           g.grads);
