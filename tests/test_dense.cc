@@ -10,45 +10,24 @@
 #include <limits>
 #include <string>
 
-#include "hwy/targets.h"
 #include "nsa/nsa.h"
+#include "test_cpu_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
 namespace {
 
-using testing::ProblemShape;
+using cpu_test::DenseCase;
+using cpu_test::dense_shape;
 using testing::RandomDenseProblem;
 using testing::relative_error;
 
 constexpr double kTol = 1e-5;
 
-struct Case {
-  std::string name;
-  ProblemShape shape;
-  int threads = 1;
-  double scale = 0.0;
-};
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name << ": " << c.shape.describe(); }
-
-ProblemShape shape(index_t batch, index_t tokens, index_t heads, index_t kv_heads, index_t d_k,
-                   index_t d_v, std::uint64_t seed) {
-  ProblemShape s;
-  s.batch = batch;
-  s.tokens = tokens;
-  s.heads = heads;
-  s.kv_heads = kv_heads;
-  s.d_k = d_k;
-  s.d_v = d_v;
-  s.seed = seed;
-  return s;
-}
-
-class CpuDense : public ::testing::TestWithParam<Case> {};
+class CpuDense : public ::testing::TestWithParam<DenseCase> {};
 
 TEST_P(CpuDense, MatchesReference) {
-  const Case& c = GetParam();
+  const DenseCase& c = GetParam();
   RandomDenseProblem prob(c.shape);
   auto in64 = prob.inputs64();
   auto in32 = prob.inputs32();
@@ -66,25 +45,14 @@ TEST_P(CpuDense, MatchesReference) {
   std::printf("  rel err: out %.2e  lse %.2e\n", e_out, e_lse);
 }
 
-std::vector<Case> cases() {
-  std::vector<Case> v;
-  v.push_back({"T1_G1_d64", shape(1, 1, 1, 1, 64, 64, 1), 1});
-  v.push_back({"T33_G3_d192x128", shape(1, 33, 3, 1, 192, 128, 2), 2});
-  v.push_back({"T100_G16_d128", shape(1, 100, 16, 1, 128, 128, 3), 2});
-  v.push_back({"T130_G2_d64_2kv", shape(1, 130, 4, 2, 64, 64, 4), 1});
-  v.push_back({"T65_G4_d20x12", shape(1, 65, 4, 1, 20, 12, 5), 2});
-  v.push_back({"batch3_T50_G2", shape(3, 50, 4, 2, 64, 64, 6), 2});
-  v.push_back({"T1000_G16_d192x128", shape(1, 1000, 16, 1, 192, 128, 7), 2});
-  v.push_back({"T4097_G2_d32", shape(1, 4097, 2, 1, 32, 32, 8), 2});
-  v.push_back({"scale_0.3_T70_G3", shape(1, 70, 3, 1, 64, 64, 9), 1, 0.3});
-  Case varlen{"varlen_0_1_64_65_7_G3", shape(1, 0, 3, 1, 64, 64, 10), 2};
-  varlen.shape.seqlens = {0, 1, 64, 65, 7};
-  v.push_back(varlen);
-  return v;
+std::vector<DenseCase> cases() {
+  return cpu_test::dense_covering_cases({{"T1000_G16_d192x128", dense_shape(1, 1000, 16, 1, 192, 128, 7), 2},
+                                 {"T4097_G2_d32", dense_shape(1, 4097, 2, 1, 32, 32, 8), 2},
+                                 {"scale_0.3_T70_G3", dense_shape(1, 70, 3, 1, 64, 64, 9), 1, 0.3}});
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CpuDense, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) {
+                         [](const ::testing::TestParamInfo<DenseCase>& info) {
                            std::string n = info.param.name;
                            for (char& ch : n)
                              if (ch == '.') ch = '_';
@@ -93,21 +61,19 @@ INSTANTIATE_TEST_SUITE_P(Cases, CpuDense, ::testing::ValuesIn(cases()),
 
 // Every SIMD target compiled into the library against the reference.
 TEST(CpuDenseTargets, EveryCompiledTargetMatchesReference) {
-  RandomDenseProblem prob(shape(1, 150, 6, 2, 64, 40, 14));
+  RandomDenseProblem prob(dense_shape(1, 150, 6, 2, 64, 40, 14));
   std::vector<double> ref;
   reference::dense_forward(prob.inputs64(), prob.out_view(ref), nullptr);
   ThreadPool pool(2);
-  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
+  cpu_test::for_each_target([&](const char* target) {
     std::vector<float> out;
     dense_forward(prob.inputs32(), prob.out_view(out), nullptr, pool);
-    EXPECT_LT(relative_error(out, ref), kTol) << hwy::TargetName(target);
-  }
-  hwy::SetSupportedTargetsForTest(0);
+    EXPECT_LT(relative_error(out, ref), kTol) << target;
+  });
 }
 
 TEST(CpuDenseDeterminism, IndependentOfThreadCount) {
-  RandomDenseProblem prob(shape(2, 200, 6, 2, 64, 32, 11));
+  RandomDenseProblem prob(dense_shape(2, 200, 6, 2, 64, 32, 11));
   std::vector<float> first;
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);
@@ -122,7 +88,7 @@ TEST(CpuDenseDeterminism, IndependentOfThreadCount) {
 
 // Strided q, k, v and out (padded heads and tokens): same result as contiguous, bitwise.
 TEST(CpuDenseStrided, StridedViews) {
-  RandomDenseProblem prob(shape(1, 80, 4, 2, 64, 48, 12));
+  RandomDenseProblem prob(dense_shape(1, 80, 4, 2, 64, 48, 12));
   ThreadPool pool(2);
   const auto in = prob.inputs32();
   std::vector<float> expected;
@@ -156,7 +122,7 @@ TEST(CpuDenseStrided, StridedViews) {
 }
 
 TEST(CpuDenseValidation, InvalidInputThrowsAndWritesNothing) {
-  RandomDenseProblem prob(shape(1, 20, 4, 3, 16, 16, 13));  // H % H_kv != 0
+  RandomDenseProblem prob(dense_shape(1, 20, 4, 3, 16, 16, 13));  // H % H_kv != 0
   ThreadPool pool(1);
   std::vector<float> out;
   EXPECT_THROW(dense_forward(prob.inputs32(), prob.out_view(out), nullptr, pool), Error);

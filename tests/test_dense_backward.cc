@@ -13,40 +13,20 @@
 #include <random>
 #include <string>
 
-#include "hwy/targets.h"
 #include "nsa/nsa.h"
+#include "test_cpu_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
 namespace {
 
+using cpu_test::DenseCase;
+using cpu_test::dense_shape;
 using testing::ProblemShape;
 using testing::RandomDenseProblem;
 using testing::relative_error;
 
 constexpr double kTol = 1e-4;  // fp32 gradients (spec, "Tolerances")
-
-struct Case {
-  std::string name;
-  ProblemShape shape;
-  int threads = 1;
-  double scale = 0.0;
-};
-
-void PrintTo(const Case& c, std::ostream* os) { *os << c.name << ": " << c.shape.describe(); }
-
-ProblemShape shape(index_t batch, index_t tokens, index_t heads, index_t kv_heads, index_t d_k,
-                   index_t d_v, std::uint64_t seed) {
-  ProblemShape s;
-  s.batch = batch;
-  s.tokens = tokens;
-  s.heads = heads;
-  s.kv_heads = kv_heads;
-  s.d_k = d_k;
-  s.d_v = d_v;
-  s.seed = seed;
-  return s;
-}
 
 template <class T>
 struct DenseGrads {
@@ -113,10 +93,10 @@ double error(const std::vector<float>& x, const std::vector<double>& ref) {
   return x_max;
 }
 
-class CpuDenseBackward : public ::testing::TestWithParam<Case> {};
+class CpuDenseBackward : public ::testing::TestWithParam<DenseCase> {};
 
 TEST_P(CpuDenseBackward, MatchesReference) {
-  const Case& c = GetParam();
+  const DenseCase& c = GetParam();
   const DenseRun run(c.shape, c.scale);
   const auto ref = run.reference();
   const auto got = run.run(c.threads);
@@ -128,29 +108,18 @@ TEST_P(CpuDenseBackward, MatchesReference) {
   std::printf("  rel err: dq %.1e  dk %.1e  dv %.1e\n", e_q, e_k, e_v);
 }
 
-std::vector<Case> cases() {
-  std::vector<Case> v;
-  v.push_back({"T1_G1_d64", shape(1, 1, 1, 1, 64, 64, 1), 1});
-  v.push_back({"T33_G3_d192x128", shape(1, 33, 3, 1, 192, 128, 2), 2});
-  v.push_back({"T100_G16_d128", shape(1, 100, 16, 1, 128, 128, 3), 2});
-  v.push_back({"T130_G2_d64_2kv", shape(1, 130, 4, 2, 64, 64, 4), 1});
-  v.push_back({"T65_G4_d20x12", shape(1, 65, 4, 1, 20, 12, 5), 2});
-  v.push_back({"batch3_T50_G2", shape(3, 50, 4, 2, 64, 64, 6), 2});
-  v.push_back({"T700_G4_d64", shape(1, 700, 4, 1, 64, 64, 7), 2});
-  v.push_back({"T2049_G2_d32", shape(1, 2049, 2, 1, 32, 32, 8), 2});
-  v.push_back({"scale0p3_T70_G3", shape(1, 70, 3, 1, 64, 64, 9), 1, 0.3});
-  Case varlen{"varlen_0_1_64_65_7_G3", shape(1, 0, 3, 1, 64, 64, 10), 2};
-  varlen.shape.seqlens = {0, 1, 64, 65, 7};
-  v.push_back(varlen);
-  return v;
+std::vector<DenseCase> cases() {
+  return cpu_test::dense_covering_cases({{"T700_G4_d64", dense_shape(1, 700, 4, 1, 64, 64, 7), 2},
+                                 {"T2049_G2_d32", dense_shape(1, 2049, 2, 1, 32, 32, 8), 2},
+                                 {"scale0p3_T70_G3", dense_shape(1, 70, 3, 1, 64, 64, 9), 1, 0.3}});
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, CpuDenseBackward, ::testing::ValuesIn(cases()),
-                         [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
+                         [](const ::testing::TestParamInfo<DenseCase>& info) { return info.param.name; });
 
 // Every gradient row is computed by one task: bitwise equal for any thread count.
 TEST(CpuDenseBackwardDeterminism, BitwiseForAnyThreadCount) {
-  const DenseRun run(shape(2, 150, 6, 2, 48, 40, 11), 0.0);
+  const DenseRun run(dense_shape(2, 150, 6, 2, 48, 40, 11), 0.0);
   const auto one = run.run(1);
   for (int threads : {1, 2, 3}) {
     const auto g = run.run(threads);
@@ -161,32 +130,22 @@ TEST(CpuDenseBackwardDeterminism, BitwiseForAnyThreadCount) {
 }
 
 TEST(CpuDenseBackwardTargets, EveryCompiledTargetMatchesReference) {
-  const DenseRun run(shape(1, 90, 6, 2, 36, 20, 12), 0.0);
+  const DenseRun run(dense_shape(1, 90, 6, 2, 36, 20, 12), 0.0);
   const auto ref = run.reference();
-  for (const std::int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
+  cpu_test::for_each_target([&](const char* target) {
     const auto g = run.run(2);
-    EXPECT_LT(relative_error(g.dq, ref.dq), kTol) << hwy::TargetName(target);
-    EXPECT_LT(relative_error(g.dk, ref.dk), kTol) << hwy::TargetName(target);
-    EXPECT_LT(relative_error(g.dv, ref.dv), kTol) << hwy::TargetName(target);
-  }
-  hwy::SetSupportedTargetsForTest(0);
+    EXPECT_LT(relative_error(g.dq, ref.dq), kTol) << target;
+    EXPECT_LT(relative_error(g.dk, ref.dk), kTol) << target;
+    EXPECT_LT(relative_error(g.dv, ref.dv), kTol) << target;
+  });
 }
 
 TEST(CpuDenseBackwardValidation, BadInputThrowsAndWritesNothing) {
-  const DenseRun run(shape(1, 40, 4, 2, 16, 8, 13), 0.0);
+  const DenseRun run(dense_shape(1, 40, 4, 2, 16, 8, 13), 0.0);
   ThreadPool pool(2);
   auto expect_error = [&](const char* what, const std::string& needle, auto&& call) {
     DenseGrads<float> g(run.B, run.T, run.H, run.H_kv, run.d_k, run.d_v);
-    bool thrown = false;
-    try {
-      call(g.grads);
-    } catch (const Error& e) {
-      thrown = true;
-      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
-          << what << ": message \"" << e.what() << "\" does not mention \"" << needle << "\"";
-    }
-    EXPECT_TRUE(thrown) << what << ": no nsa::Error";
+    cpu_test::expect_error_mentioning(what, needle, [&] { call(g.grads); });
     for (const auto* buf : {&g.dq, &g.dk, &g.dv})
       for (float x : *buf) ASSERT_TRUE(std::isnan(x)) << what << ": a gradient was written";
   };
