@@ -14,30 +14,19 @@
 #include "nsa/nsa.h"
 #include "reference/reference.h"
 #include "test_decode_util.h"
+#include "test_cpu_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
 namespace {
 
 using decode_test::StepBatch;
+using cpu_test::small_options;
 using testing::ProblemShape;
 using testing::RandomNsaProblem;
 using testing::relative_error;
 
 constexpr double kTol = 1e-5;
-
-ConfigOptions small_options(PhiKind phi = PhiKind::mlp) {
-  ConfigOptions o;
-  o.block_len = 8;
-  o.stride = 4;
-  o.sel_block = 16;
-  o.top_n = 4;
-  o.n_init = 1;
-  o.n_local = 2;
-  o.window = 32;
-  o.phi = phi;
-  return o;
-}
 
 enum class Fill { prefill, append };
 

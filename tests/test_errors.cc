@@ -16,11 +16,13 @@
 #include <vector>
 
 #include "nsa/nsa.h"
+#include "test_cpu_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
 namespace {
 
+using cpu_test::small_options;
 using testing::ProblemShape;
 using testing::RandomDenseProblem;
 using testing::RandomNsaProblem;
@@ -62,19 +64,6 @@ struct OutBuffer {
     return true;
   }
 };
-
-ConfigOptions small_options(PhiKind phi = PhiKind::mlp) {
-  ConfigOptions o;
-  o.block_len = 8;
-  o.stride = 4;
-  o.sel_block = 16;
-  o.top_n = 4;
-  o.n_init = 1;
-  o.n_local = 2;
-  o.window = 32;
-  o.phi = phi;
-  return o;
-}
 
 ProblemShape small_shape(index_t batch = 2, index_t heads = 4, index_t kv_heads = 2) {
   ProblemShape s;
