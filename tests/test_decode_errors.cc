@@ -10,6 +10,7 @@
 #include "nsa/decode.h"
 #include "nsa/error.h"
 #include "nsa/thread_pool.h"
+#include "test_cpu_util.h"
 #include "test_decode_util.h"
 
 namespace nsa {
@@ -27,15 +28,7 @@ using decode_test::StepBatch;
     }                                                                                       \
   } while (0)
 
-ConfigOptions small_options() {
-  ConfigOptions o;
-  o.block_len = 8;
-  o.stride = 4;
-  o.sel_block = 16;
-  o.top_n = 4;
-  o.window = 32;
-  return o;
-}
+using cpu_test::small_options;
 
 struct Fixture {
   Config config{small_options()};

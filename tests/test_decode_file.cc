@@ -14,6 +14,7 @@
 #include "nsa/decode.h"
 #include "nsa/error.h"
 #include "nsa/thread_pool.h"
+#include "test_cpu_util.h"
 #include "test_decode_util.h"
 
 namespace nsa {
@@ -22,15 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 using decode_test::StepBatch;
 
-ConfigOptions small_options() {
-  ConfigOptions o;
-  o.block_len = 8;
-  o.stride = 4;
-  o.sel_block = 16;
-  o.top_n = 4;
-  o.window = 32;
-  return o;
-}
+using cpu_test::small_options;
 
 std::vector<char> read_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
