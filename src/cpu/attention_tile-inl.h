@@ -143,8 +143,45 @@ inline void MaskScores(index_t R, index_t s0, index_t n, const index_t* lo, cons
   }
 }
 
+// Vectors of keys (or of value columns) one register block spans: 4 rows x kBlockVecs
+// vectors of accumulators. AVX-512 has 32 registers (16 accumulators + 4 loads + a
+// broadcast fit); the 16-register targets keep 8 accumulators.
+inline constexpr int kBlockVecs = HWY_MAX_BYTES >= 64 ? 4 : 2;
+
+// out[x][j + y * lanes ..] = sum_c q[x][c] * kt[c][j + y * lanes ..] for the 4 rows x and
+// NV vectors y: 4 * NV accumulators, each key vector loaded once for the 4 rows, each query
+// element broadcast once for the NV vectors. Rows are stored last to first, so a clamped
+// duplicate row (aliasing the last real one) leaves the real row's values.
+template <int NV, class D>
+HWY_INLINE void ScoreBlock(D d, const float* const* q, index_t dim, const float* kt, index_t j,
+                           float* const* out) {
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  hn::Vec<D> acc[4][NV];
+#pragma GCC unroll 4
+  for (int x = 0; x < 4; ++x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) acc[x][y] = hn::Zero(d);
+  const float* kc = kt + j;
+  for (index_t c = 0; c < dim; ++c, kc += kKeyTile) {
+    hn::Vec<D> k[NV];
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) k[y] = hn::LoadU(d, kc + y * NL);
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x) {
+      const auto a = hn::Set(d, q[x][c]);
+#pragma GCC unroll 4
+      for (int y = 0; y < NV; ++y) acc[x][y] = hn::MulAdd(a, k[y], acc[x][y]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int x = 3; x >= 0; --x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) hn::StoreU(acc[x][y], d, out[x] + j + y * NL);
+}
+
 // S [R, kKeyTile] = a [R, dim] times the transposed tile kt [dim, kKeyTile] (n keys, key
-// index s0 + j): 4 rows x 2 vectors of keys, no horizontal reductions and no dim tails.
+// index s0 + j): blocks of 4 rows x kBlockVecs vectors of keys (then 2, then 1 for the
+// rest), no horizontal reductions and no dim tails.
 // Key s0 + j is -inf for row r unless lo[r] <= s0 + j < hi[r] (lo null: no mask); columns
 // n .. n_pad are -inf.
 inline void ScoresFromTransposed(const float* a, index_t R, index_t dim, const float* kt, index_t s0,
@@ -153,44 +190,17 @@ inline void ScoresFromTransposed(const float* a, index_t R, index_t dim, const f
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t n_pad = (n + NL - 1) / NL * NL;
   for (index_t r0 = 0; r0 < R; r0 += 4) {
-    const float* q0 = a + r0 * dim;
-    const float* q1 = a + std::min(r0 + 1, R - 1) * dim;
-    const float* q2 = a + std::min(r0 + 2, R - 1) * dim;
-    const float* q3 = a + std::min(r0 + 3, R - 1) * dim;
-    for (index_t j = 0; j < n_pad; j += 2 * NL) {
-      const bool two = j + NL < n_pad;
-      const index_t j1 = two ? j + NL : j;
-      auto c00 = hn::Zero(d), c01 = hn::Zero(d), c10 = hn::Zero(d), c11 = hn::Zero(d);
-      auto c20 = hn::Zero(d), c21 = hn::Zero(d), c30 = hn::Zero(d), c31 = hn::Zero(d);
-      const float* kc = kt;
-      for (index_t c = 0; c < dim; ++c, kc += kKeyTile) {
-        const auto k0 = hn::LoadU(d, kc + j), k1 = hn::LoadU(d, kc + j1);
-        const auto a0 = hn::Set(d, q0[c]);
-        c00 = hn::MulAdd(a0, k0, c00);
-        c01 = hn::MulAdd(a0, k1, c01);
-        const auto a1 = hn::Set(d, q1[c]);
-        c10 = hn::MulAdd(a1, k0, c10);
-        c11 = hn::MulAdd(a1, k1, c11);
-        const auto a2 = hn::Set(d, q2[c]);
-        c20 = hn::MulAdd(a2, k0, c20);
-        c21 = hn::MulAdd(a2, k1, c21);
-        const auto a3 = hn::Set(d, q3[c]);
-        c30 = hn::MulAdd(a3, k0, c30);
-        c31 = hn::MulAdd(a3, k1, c31);
-      }
-      float* out[4] = {S + r0 * kKeyTile, S + std::min(r0 + 1, R - 1) * kKeyTile,
-                       S + std::min(r0 + 2, R - 1) * kKeyTile, S + std::min(r0 + 3, R - 1) * kKeyTile};
-      hn::StoreU(c30, d, out[3] + j);
-      hn::StoreU(c20, d, out[2] + j);
-      hn::StoreU(c10, d, out[1] + j);
-      hn::StoreU(c00, d, out[0] + j);
-      if (two) {
-        hn::StoreU(c31, d, out[3] + j1);
-        hn::StoreU(c21, d, out[2] + j1);
-        hn::StoreU(c11, d, out[1] + j1);
-        hn::StoreU(c01, d, out[0] + j1);
-      }
+    const float* q[4];
+    float* out[4];
+    for (index_t x = 0; x < 4; ++x) {
+      const index_t r = std::min(r0 + x, R - 1);
+      q[x] = a + r * dim;
+      out[x] = S + r * kKeyTile;
     }
+    index_t j = 0;
+    for (; j + kBlockVecs * NL <= n_pad; j += kBlockVecs * NL) ScoreBlock<kBlockVecs>(d, q, dim, kt, j, out);
+    for (; j + 2 * NL <= n_pad; j += 2 * NL) ScoreBlock<2>(d, q, dim, kt, j, out);
+    for (; j < n_pad; j += NL) ScoreBlock<1>(d, q, dim, kt, j, out);
   }
   MaskScores(R, s0, n, lo, hi, S);
 }
@@ -440,8 +450,38 @@ inline void SoftmaxRescale(float* S, index_t rows, index_t n, SoftmaxState& st, 
   }
 }
 
-// acc[row0 + r] += sum_j P[r][j] v[s0 + j] (P from SoftmaxRescale, in S): 4 rows x 1
-// vector of d_v per step, v loaded (and widened, for bf16) once for the 4 rows.
+// o[x][c + y * lanes ..] += sum_j p[x][j] v[j][c + y * lanes ..] for the 4 rows x and NV
+// vectors y of value columns: 4 * NV accumulators, each value vector loaded (and widened,
+// for bf16) once for the 4 rows. Stored last row first (clamped duplicates, as ScoreBlock).
+template <int NV, class D, class T>
+HWY_INLINE void ValueBlock(D d, const float* const* p, index_t n, const T* v, index_t v_stride,
+                           index_t c, float* const* o) {
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  hn::Vec<D> acc[4][NV];
+#pragma GCC unroll 4
+  for (int x = 0; x < 4; ++x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) acc[x][y] = hn::LoadU(d, o[x] + c + y * NL);
+  const T* vj = v + c;
+  for (index_t j = 0; j < n; ++j, vj += v_stride) {
+    hn::Vec<D> vv[NV];
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) vv[y] = LoadF32(d, vj + y * NL);
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x) {
+      const auto px = hn::Set(d, p[x][j]);
+#pragma GCC unroll 4
+      for (int y = 0; y < NV; ++y) acc[x][y] = hn::MulAdd(px, vv[y], acc[x][y]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int x = 3; x >= 0; --x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) hn::StoreU(acc[x][y], d, o[x] + c + y * NL);
+}
+
+// acc[row0 + r] += sum_j P[r][j] v[s0 + j] (P from SoftmaxRescale, in S): blocks of 4 rows x
+// kBlockVecs vectors of d_v (then 2, then 1), d_v's tail scalar.
 template <class T>
 inline void AccumulateValues(const float* S, index_t rows, index_t n, const KeyValuesT<T>& kv,
                              index_t s0, SoftmaxState& st, index_t row0) {
@@ -452,37 +492,23 @@ inline void AccumulateValues(const float* S, index_t rows, index_t n, const KeyV
   const T* vbase = kv.v + s0 * kv.v_stride;
   for (index_t r0 = 0; r0 < rows; r0 += 4) {
     const index_t nr = std::min<index_t>(4, rows - r0);
-    const float* p0 = S + (r0 + 0) * kKeyTile;
-    const float* p1 = S + (r0 + std::min<index_t>(1, nr - 1)) * kKeyTile;
-    const float* p2 = S + (r0 + std::min<index_t>(2, nr - 1)) * kKeyTile;
-    const float* p3 = S + (r0 + std::min<index_t>(3, nr - 1)) * kKeyTile;
-    float* o0 = st.acc_row(row0 + r0);
-    float* o1 = st.acc_row(row0 + r0 + std::min<index_t>(1, nr - 1));
-    float* o2 = st.acc_row(row0 + r0 + std::min<index_t>(2, nr - 1));
-    float* o3 = st.acc_row(row0 + r0 + std::min<index_t>(3, nr - 1));
-    for (index_t c = 0; c < Dv; c += NL) {
-      auto a0 = hn::LoadU(d, o0 + c), a1 = hn::LoadU(d, o1 + c);
-      auto a2 = hn::LoadU(d, o2 + c), a3 = hn::LoadU(d, o3 + c);
-      for (index_t j = 0; j < n; ++j) {
-        const auto vv = LoadF32(d, vbase + j * kv.v_stride + c);
-        a0 = hn::MulAdd(hn::Set(d, p0[j]), vv, a0);
-        a1 = hn::MulAdd(hn::Set(d, p1[j]), vv, a1);
-        a2 = hn::MulAdd(hn::Set(d, p2[j]), vv, a2);
-        a3 = hn::MulAdd(hn::Set(d, p3[j]), vv, a3);
-      }
-      // Clamped duplicate rows alias the last real row and hold identical values.
-      hn::StoreU(a3, d, o3 + c);
-      hn::StoreU(a2, d, o2 + c);
-      hn::StoreU(a1, d, o1 + c);
-      hn::StoreU(a0, d, o0 + c);
+    const float* p[4];
+    float* o[4];
+    for (index_t x = 0; x < 4; ++x) {
+      const index_t r = r0 + std::min<index_t>(x, nr - 1);
+      p[x] = S + r * kKeyTile;
+      o[x] = st.acc_row(row0 + r);
     }
-    const float* pr[4] = {p0, p1, p2, p3};
+    index_t c = 0;
+    for (; c + kBlockVecs * NL <= Dv; c += kBlockVecs * NL)
+      ValueBlock<kBlockVecs>(d, p, n, vbase, kv.v_stride, c, o);
+    for (; c + 2 * NL <= Dv; c += 2 * NL) ValueBlock<2>(d, p, n, vbase, kv.v_stride, c, o);
+    for (; c < Dv; c += NL) ValueBlock<1>(d, p, n, vbase, kv.v_stride, c, o);
     for (index_t x = 0; x < nr; ++x) {
-      float* o = st.acc_row(row0 + r0 + x);
-      for (index_t c = Dv; c < d_v; ++c) {
-        float sum = o[c];
-        for (index_t j = 0; j < n; ++j) sum += pr[x][j] * ToFloat(vbase[j * kv.v_stride + c]);
-        o[c] = sum;
+      for (index_t cc = Dv; cc < d_v; ++cc) {
+        float sum = o[x][cc];
+        for (index_t j = 0; j < n; ++j) sum += p[x][j] * ToFloat(vbase[j * kv.v_stride + cc]);
+        o[x][cc] = sum;
       }
     }
   }
