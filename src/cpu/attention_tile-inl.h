@@ -406,8 +406,14 @@ inline void ScoreTile(const QueryTile& tile, index_t row0, index_t rows, const K
     }
   }
 #endif
-  TransposeTile(kv.k, kv.k_stride, s0, n, tile.d_k, s.kt.data());
-  ScoresFromTransposed(tile.q + row0 * tile.d_k, rows, tile.d_k, s.kt.data(), s0, n, lo, hi, S);
+  const float* kt = s.kt.data();
+  if (kv.kt != nullptr) {  // transposed up front; AttendRange keeps s0 .. s0+n-1 in one tile
+    // From a column offset the last row's vector may run past the tile: KeyTiles pads it.
+    kt = kv.kt + (s0 / kKeyTile) * tile.d_k * kKeyTile + s0 % kKeyTile;
+  } else {
+    TransposeTile(kv.k, kv.k_stride, s0, n, tile.d_k, s.kt.data());
+  }
+  ScoresFromTransposed(tile.q + row0 * tile.d_k, rows, tile.d_k, kt, s0, n, lo, hi, S);
 }
 
 // Folds the score tile S [rows, kKeyTile] (keys s0 .. s0+n-1, masked entries -inf) into
@@ -540,8 +546,9 @@ inline void AttendRange(const QueryTile& tile, index_t row0, index_t rows, const
                         SoftmaxState& st, Scratch& s) {
   ReserveTileScratch<T>(tile, rows, s);
   float* S = s.scores.data();
-  for (index_t s0 = key0; s0 < key1; s0 += kKeyTile) {
-    const index_t n = std::min(kKeyTile, key1 - s0);
+  for (index_t s0 = key0, n = 0; s0 < key1; s0 += n) {
+    // Pre-transposed keys come in fixed tiles: an unaligned start takes a shorter first step.
+    n = std::min(kv.kt != nullptr ? kKeyTile - s0 % kKeyTile : kKeyTile, key1 - s0);
     ScoreTile(tile, row0, rows, kv, s0, n, lo, hi, s);
     SoftmaxRescale(S, rows, n, st, row0);
 #if NSA_CPU_BF16_DOT

@@ -12,18 +12,23 @@
 #include "common/problem.h"
 #include "cpu/softmax_state.h"
 #include "nsa/attention.h"
+#include "nsa/thread_pool.h"
 
 namespace nsa::cpu {
 
 // Keys and values of one kv head of one sequence: key s (0-based position inside the
 // sequence) at k + s * k_stride, its value at v + s * v_stride; dim contiguous.
 // T: the storage type, float or bf16.
+// kt (fp32 keys only, may be null): the same keys transposed up front in tiles
+// (KeyTiles::span): keys i * kKeyTile .. as [dim, kKeyTile] at kt + i * dim * kKeyTile.
+// Set, the score kernels read it instead of transposing each key tile per query tile.
 template <class T>
 struct KeyValuesT {
   const T* k = nullptr;
   index_t k_stride = 0;
   const T* v = nullptr;
   index_t v_stride = 0;
+  const float* kt = nullptr;
 };
 using KeyValues = KeyValuesT<float>;
 using KeyValuesBf16 = KeyValuesT<bf16>;
@@ -77,6 +82,24 @@ QueryTile pack_queries(const TensorView<const float>& q, const SeqSpan& seq, ind
 QueryTile pack_queries(const TensorView<const bf16>& q, const SeqSpan& seq, index_t kv_head,
                        index_t group, index_t t0, index_t tokens, index_t d_v, float scale,
                        Scratch& s, bool pairs);
+
+// ---- keys transposed once, in tiles (key_tiles.cc) ---------------------------------------
+// One run of keys (one sequence and kv head): key x at k + x * ld, dim contiguous.
+struct KeySpan {
+  const float* k = nullptr;
+  index_t ld = 0, len = 0;
+};
+// Per span, ceil(len / kKeyTile) tiles of [dim, kKeyTile] (columns past len zero), in
+// span order; span(i) is the `kt` of its KeyValues. Every query tile that meets a key tile
+// reads it from here instead of transposing it again: dense and window attention, the
+// selection blocks and the compressed keys each transpose their keys once per call.
+struct KeyTiles {
+  index_t dim = 0;
+  std::vector<float> data;
+  std::vector<size_t> offset;  // per span: where its tiles start in data
+  const float* span(index_t i) const { return data.data() + offset[static_cast<size_t>(i)]; }
+};
+KeyTiles transpose_keys(const std::vector<KeySpan>& spans, index_t dim, ThreadPool& pool);
 
 // ---- bf16 dot product (bf16.cc) ---------------------------------------------------------
 // Whether the bf16 kernels use the CPU's bf16 pair dot product (vdpbf16ps, AVX512_BF16)
