@@ -1,11 +1,11 @@
 // Compression branch and importance scores, one query tile at a time.
 //   keys: the sequence's compressed blocks Kc/Vc [num_cmp, dim] (strided by H_kv * dim)
 //   row r of token t sees blocks i < visible(t) = N_cmp(t + 1)
-// Pass 1 is flash attention over the compressed keys (o_cmp, lse). Pass 2 recomputes the
-// scores of the same small key set to get the probabilities p = exp(s - lse), sums them
-// over the G heads of the group and spreads each compressed block's sum over the selection
-// blocks it overlaps (weight overlap / d). Only a [rows, kKeyTile] tile of scores is ever
-// held, never a [T, N_cmp] matrix.
+// Pass 1 is flash attention over the compressed keys (o_cmp, lse); it keeps the tile's
+// scores [rows, N_cmp(t_last)] (at most 64 x T/d floats per worker, never a [T, N_cmp]
+// matrix). Pass 2 turns them into probabilities p = exp(s - lse), sums them over the G
+// heads of the group and spreads each compressed block's sum over the selection blocks it
+// overlaps (weight overlap / d).
 #include <algorithm>
 #include <cmath>
 
@@ -32,7 +32,12 @@ void CompressionAttentionT(const Config& config, const QueryTile& tile, const Ke
     for (index_t g = 0; g < G; ++g)
       s.hi[tok * G + g] = std::min(num_cmp, config.visible_cmp_blocks(tile.t0 + tok));
   const index_t key1 = s.hi[rows - 1];  // visibility grows with t
-  AttendRange(tile, 0, rows, cmp, 0, key1, s.lo.data(), s.hi.data(), st, s);
+  // Pass 1 keeps its scores [rows, key1 rounded up to whole tiles] for pass 2.
+  const index_t keep_ld = (key1 + kKeyTile - 1) / kKeyTile * kKeyTile;
+  if (s.cmp_scores.size() < static_cast<size_t>(rows * keep_ld))
+    s.cmp_scores.resize(static_cast<size_t>(rows * keep_ld));
+  AttendRange(tile, 0, rows, cmp, 0, key1, s.lo.data(), s.hi.data(), st, s, s.cmp_scores.data(),
+              keep_ld);
 
   // Pass 2: importance of each selection block, [tokens, num_sel].
   const index_t sel_len = config.sel_block(), l = config.block_len(), stride = config.stride();
@@ -43,20 +48,19 @@ void CompressionAttentionT(const Config& config, const QueryTile& tile, const Ke
   for (index_t r = 0; r < rows; ++r)
     s.lse[r] = st.l[r] > 0.0f ? st.m[r] + std::log(st.l[r]) : kNegInf;
   const auto neg_inf = hn::Set(d, kNegInf);
-  ReserveTileScratch<T>(tile, rows, s);
-  float* S = s.scores.data();
+  float* S = s.cmp_scores.data();  // pass 1's masked scores, [rows, keep_ld]
   for (index_t s0 = 0; s0 < key1; s0 += kKeyTile) {
     const index_t n = std::min(kKeyTile, key1 - s0);
     const index_t n_pad = (n + NL - 1) / NL * NL;
-    ScoreTile(tile, 0, rows, cmp, s0, n, s.lo.data(), s.hi.data(), s);
-    // p = exp(s - lse) (0 where masked), summed over the group into row tok * G.
+    // p = exp(s - lse) (0 where masked), summed over the group into row tok * G (each
+    // vector of columns is read for every g before its sum overwrites it).
     for (index_t tok = 0; tok < tile.tokens; ++tok) {
-      float* sum_row = S + tok * G * kKeyTile;
+      float* sum_row = S + tok * G * keep_ld + s0;
       for (index_t j = 0; j < n_pad; j += NL) {
         auto sum = hn::Zero(d);
         for (index_t g = 0; g < G; ++g) {
           const index_t r = tok * G + g;
-          const auto sv = hn::LoadU(d, S + r * kKeyTile + j);
+          const auto sv = hn::LoadU(d, S + r * keep_ld + s0 + j);
           const auto p = hn::Exp(d, hn::Sub(sv, hn::Set(d, s.lse[r])));
           sum = hn::Add(sum, hn::IfThenElseZero(hn::Ne(sv, neg_inf), p));
         }
