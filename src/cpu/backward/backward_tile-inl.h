@@ -2,7 +2,7 @@
 // target by each including .cc through foreach_target.h), on top of the forward's
 // attention_tile-inl.h (TransposeTile, ScoresFromTransposed, MatMulABt):
 //   GemmAcc   C += A B or C += A^T B (A read through two strides), vectorised along the
-//             columns of B and C, register-blocked 4 rows x 2 vectors
+//             columns of B and C, register-blocked 4 rows x kBlockVecs vectors
 //   GradTile  one flash-backward tile: the probabilities P and dS of packed query rows
 //             against <= kKeyTile keys, recomputed from the saved log-sum-exp
 // Every reduction runs in a fixed order: bitwise reproducible for a given target.
@@ -25,13 +25,44 @@ HWY_BEFORE_NAMESPACE();
 namespace nsa::cpu::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// c[x][j + y * lanes ..] += sum_k a[x][k * a_k] * b[k][j + y * lanes ..] for the 4 rows x
+// and NV vectors y: 4 * NV accumulators, each vector of B loaded once for the 4 rows, each
+// element of A broadcast once for the NV vectors. Stored last row first, so a clamped
+// duplicate row (aliasing the last real one) leaves the real row's values.
+template <int NV, class D>
+HWY_INLINE void GemmBlock(D d, const float* const* a, index_t a_k, const float* b, index_t ldb,
+                          index_t K, index_t j, float* const* c) {
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  hn::Vec<D> acc[4][NV];
+#pragma GCC unroll 4
+  for (int x = 0; x < 4; ++x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) acc[x][y] = hn::LoadU(d, c[x] + j + y * NL);
+  const float* bk = b + j;
+  for (index_t k = 0; k < K; ++k, bk += ldb) {
+    hn::Vec<D> bv[NV];
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) bv[y] = hn::LoadU(d, bk + y * NL);
+    const index_t ak = k * a_k;
+#pragma GCC unroll 4
+    for (int x = 0; x < 4; ++x) {
+      const auto av = hn::Set(d, a[x][ak]);
+#pragma GCC unroll 4
+      for (int y = 0; y < NV; ++y) acc[x][y] = hn::MulAdd(av, bv[y], acc[x][y]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int x = 3; x >= 0; --x)
+#pragma GCC unroll 4
+    for (int y = 0; y < NV; ++y) hn::StoreU(acc[x][y], d, c[x] + j + y * NL);
+}
+
 // C[m][c] += sum_k A(m, k) * B[k][c] for m < M, k < K, c < N, with A(m, k) at
 // a[m * a_m + k * a_k]: (a_m, a_k) = (lda, 1) gives C += A B, (1, lda) gives C += A^T B.
 // Rows of B at b + k * ldb (any stride: keys straight from a strided view), rows of C at
-// c + m * ldc. Blocks of 4 rows of C x 2 vectors of columns: per k, two loads of B and four
-// broadcasts of A feed eight FMAs. Remainder rows re-read a valid row (clamped index) and
-// store identical values; a lone last vector is computed twice (same value). Scalar tail
-// for the last N % lanes columns.
+// c + m * ldc. Blocks of 4 rows of C x kBlockVecs vectors of columns (then 2, then 1);
+// remainder rows re-read a valid row (clamped index) and store identical values. Scalar
+// tail for the last N % lanes columns.
 inline void GemmAcc(const float* a, index_t a_m, index_t a_k, const float* b, index_t ldb,
                     index_t M, index_t K, index_t N, float* c, index_t ldc) {
   if (M <= 0 || K <= 0 || N <= 0) return;
@@ -39,56 +70,24 @@ inline void GemmAcc(const float* a, index_t a_m, index_t a_k, const float* b, in
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t Nv = N - N % NL;
   for (index_t m0 = 0; m0 < M; m0 += 4) {
-    const index_t m[4] = {m0, std::min(m0 + 1, M - 1), std::min(m0 + 2, M - 1),
-                          std::min(m0 + 3, M - 1)};
-    const float* a0 = a + m[0] * a_m;
-    const float* a1 = a + m[1] * a_m;
-    const float* a2 = a + m[2] * a_m;
-    const float* a3 = a + m[3] * a_m;
-    float* c0 = c + m[0] * ldc;
-    float* c1 = c + m[1] * ldc;
-    float* c2 = c + m[2] * ldc;
-    float* c3 = c + m[3] * ldc;
-    for (index_t j = 0; j < Nv; j += 2 * NL) {
-      const index_t j1 = j + NL < Nv ? j + NL : j;
-      auto x00 = hn::LoadU(d, c0 + j), x01 = hn::LoadU(d, c0 + j1);
-      auto x10 = hn::LoadU(d, c1 + j), x11 = hn::LoadU(d, c1 + j1);
-      auto x20 = hn::LoadU(d, c2 + j), x21 = hn::LoadU(d, c2 + j1);
-      auto x30 = hn::LoadU(d, c3 + j), x31 = hn::LoadU(d, c3 + j1);
-      const float* bk = b;
-      for (index_t k = 0; k < K; ++k, bk += ldb) {
-        const auto b0 = hn::LoadU(d, bk + j), b1 = hn::LoadU(d, bk + j1);
-        const index_t ak = k * a_k;
-        const auto s0 = hn::Set(d, a0[ak]);
-        x00 = hn::MulAdd(s0, b0, x00);
-        x01 = hn::MulAdd(s0, b1, x01);
-        const auto s1 = hn::Set(d, a1[ak]);
-        x10 = hn::MulAdd(s1, b0, x10);
-        x11 = hn::MulAdd(s1, b1, x11);
-        const auto s2 = hn::Set(d, a2[ak]);
-        x20 = hn::MulAdd(s2, b0, x20);
-        x21 = hn::MulAdd(s2, b1, x21);
-        const auto s3 = hn::Set(d, a3[ak]);
-        x30 = hn::MulAdd(s3, b0, x30);
-        x31 = hn::MulAdd(s3, b1, x31);
-      }
-      // Reverse order: clamped duplicate rows alias the last real row with equal values.
-      hn::StoreU(x31, d, c3 + j1);
-      hn::StoreU(x30, d, c3 + j);
-      hn::StoreU(x21, d, c2 + j1);
-      hn::StoreU(x20, d, c2 + j);
-      hn::StoreU(x11, d, c1 + j1);
-      hn::StoreU(x10, d, c1 + j);
-      hn::StoreU(x01, d, c0 + j1);
-      hn::StoreU(x00, d, c0 + j);
+    const float* ar[4];
+    float* cr[4];
+    for (index_t x = 0; x < 4; ++x) {
+      const index_t m = std::min(m0 + x, M - 1);
+      ar[x] = a + m * a_m;
+      cr[x] = c + m * ldc;
     }
+    index_t j = 0;
+    for (; j + kBlockVecs * NL <= Nv; j += kBlockVecs * NL) GemmBlock<kBlockVecs>(d, ar, a_k, b, ldb, K, j, cr);
+    for (; j + 2 * NL <= Nv; j += 2 * NL) GemmBlock<2>(d, ar, a_k, b, ldb, K, j, cr);
+    for (; j < Nv; j += NL) GemmBlock<1>(d, ar, a_k, b, ldb, K, j, cr);
     for (index_t x = 0; x < 4 && m0 + x < M; ++x) {
-      const float* ar = a + (m0 + x) * a_m;
-      float* cr = c + (m0 + x) * ldc;
-      for (index_t j = Nv; j < N; ++j) {
-        float sum = cr[j];
-        for (index_t k = 0; k < K; ++k) sum += ar[k * a_k] * b[k * ldb + j];
-        cr[j] = sum;
+      const float* arow = a + (m0 + x) * a_m;
+      float* crow = c + (m0 + x) * ldc;
+      for (index_t jj = Nv; jj < N; ++jj) {
+        float sum = crow[jj];
+        for (index_t k = 0; k < K; ++k) sum += arow[k * a_k] * b[k * ldb + jj];
+        crow[jj] = sum;
       }
     }
   }
