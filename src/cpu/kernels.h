@@ -22,6 +22,7 @@ namespace nsa::cpu {
 // kt (fp32 keys only, may be null): the same keys transposed up front in tiles
 // (KeyTiles::span): keys i * kKeyTile .. as [dim, kKeyTile] at kt + i * dim * kKeyTile.
 // Set, the score kernels read it instead of transposing each key tile per query tile.
+// vt (backward only, may be null): the values transposed likewise.
 template <class T>
 struct KeyValuesT {
   const T* k = nullptr;
@@ -29,6 +30,7 @@ struct KeyValuesT {
   const T* v = nullptr;
   index_t v_stride = 0;
   const float* kt = nullptr;
+  const float* vt = nullptr;
 };
 using KeyValues = KeyValuesT<float>;
 using KeyValuesBf16 = KeyValuesT<bf16>;
@@ -101,6 +103,10 @@ struct KeyTiles {
   const float* span(index_t i) const { return data.data() + offset[static_cast<size_t>(i)]; }
 };
 KeyTiles transpose_keys(const std::vector<KeySpan>& spans, index_t dim, ThreadPool& pool);
+// The keys and values of every kvs[i] (lens[i] keys) transposed into keys / values, and
+// kvs[i].kt / .vt pointed at them (the backward's query pass reads both).
+void attach_transposed(std::vector<KeyValues>& kvs, const std::vector<index_t>& lens,
+                       index_t d_k, index_t d_v, KeyTiles& keys, KeyTiles& values, ThreadPool& pool);
 
 // ---- bf16 dot product (bf16.cc) ---------------------------------------------------------
 // Whether the bf16 kernels use the CPU's bf16 pair dot product (vdpbf16ps, AVX512_BF16)

@@ -42,4 +42,19 @@ KeyTiles transpose_keys(const std::vector<KeySpan>& spans, index_t dim, ThreadPo
   return tiles;
 }
 
+void attach_transposed(std::vector<KeyValues>& kvs, const std::vector<index_t>& lens,
+                       index_t d_k, index_t d_v, KeyTiles& keys, KeyTiles& values, ThreadPool& pool) {
+  std::vector<KeySpan> k_spans, v_spans;
+  for (size_t i = 0; i < kvs.size(); ++i) {
+    k_spans.push_back({kvs[i].k, kvs[i].k_stride, lens[i]});
+    v_spans.push_back({kvs[i].v, kvs[i].v_stride, lens[i]});
+  }
+  keys = transpose_keys(k_spans, d_k, pool);
+  values = transpose_keys(v_spans, d_v, pool);
+  for (size_t i = 0; i < kvs.size(); ++i) {
+    kvs[i].kt = keys.span(static_cast<index_t>(i));
+    kvs[i].vt = values.span(static_cast<index_t>(i));
+  }
+}
+
 }  // namespace nsa::cpu

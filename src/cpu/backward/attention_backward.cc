@@ -71,7 +71,7 @@ void KeyTileBackward(const GradProblem& gp, const BranchGrad& br, const SeqSpan&
   s.dv.assign(static_cast<size_t>(n * d_v), 0.0f);
   const index_t chunk = tile_tokens(G), num_tokens = static_cast<index_t>(s.tokens.size());
   ReserveGradScratch(chunk * G, d_k, d_v, s);
-  TransposeKeyValues(kv, s0, n, d_k, d_v, s);  // once for every chunk of rows
+  const TransposedTile kvt = TransposeKeyValues(kv, s0, n, d_k, d_v, s);  // once for every chunk
   for (index_t c0 = 0; c0 < num_tokens; c0 += chunk) {
     const index_t count = std::min(chunk, num_tokens - c0), R = count * G;
     const index_t* tokens = s.tokens.data() + c0;
@@ -79,7 +79,7 @@ void KeyTileBackward(const GradProblem& gp, const BranchGrad& br, const SeqSpan&
     PackBranchRows(gp, br, seq, kvh, tokens, 0, count, 0, s);
     const RowPack rp{s.q.data(), s.d_o.data(), s.gate.data(), s.lse.data(), s.dot.data(),
                      s.lo.data(), s.hi.data(), R, d_k, d_v};
-    GradTile(rp, s.ktk.data(), s.ktv.data(), s0, n, s.p.data(), s.ds.data());
+    GradTile(rp, kvt.k, kvt.v, s0, n, s.p.data(), s.ds.data());
     // dV [n, d_v] += P^T d_o;  dK [n, d_k] += dS^T q (q already scaled).
     GemmAcc(s.p.data(), 1, kKeyTile, s.d_o.data(), d_v, n, R, d_v, s.dv.data(), d_v);
     GemmAcc(s.ds.data(), 1, kKeyTile, s.q.data(), d_k, n, R, d_k, s.dk.data(), d_k);
@@ -125,10 +125,10 @@ void QueryTileBackward(const GradProblem& gp, const BranchGrad* branches, const 
             s.hi[tok * G + g] = hi;
           }
         }
-        for (index_t k0 = begin; k0 < end; k0 += kKeyTile) {
-          const index_t n = std::min(kKeyTile, end - k0);
-          TransposeKeyValues(kv, k0, n, d_k, d_v, s);
-          GradTile(rp, s.ktk.data(), s.ktv.data(), k0, n, s.p.data(), s.ds.data());
+        for (index_t k0 = begin, n = 0; k0 < end; k0 += n) {
+          n = std::min(KeyStep(kv, k0), end - k0);
+          const TransposedTile kvt = TransposeKeyValues(kv, k0, n, d_k, d_v, s);
+          GradTile(rp, kvt.k, kvt.v, k0, n, s.p.data(), s.ds.data());
           GemmAcc(s.ds.data(), kKeyTile, 1, kv.k + k0 * kv.k_stride, kv.k_stride, R, n, d_k,
                   s.dq.data(), d_k);
         }
@@ -139,10 +139,10 @@ void QueryTileBackward(const GradProblem& gp, const BranchGrad* branches, const 
     const index_t key0 = s.lo[0], key1 = s.hi[R - 1];  // both non-decreasing in t
     const RowPack rp{s.q.data(), s.d_o.data(), s.gate.data(), s.lse.data(), s.dot.data(),
                      s.lo.data(), s.hi.data(), R, d_k, d_v};
-    for (index_t k0 = key0; k0 < key1; k0 += kKeyTile) {
-      const index_t n = std::min(kKeyTile, key1 - k0);
-      TransposeKeyValues(kv, k0, n, d_k, d_v, s);
-      GradTile(rp, s.ktk.data(), s.ktv.data(), k0, n, s.p.data(), s.ds.data());
+    for (index_t k0 = key0, n = 0; k0 < key1; k0 += n) {
+      n = std::min(KeyStep(kv, k0), key1 - k0);
+      const TransposedTile kvt = TransposeKeyValues(kv, k0, n, d_k, d_v, s);
+      GradTile(rp, kvt.k, kvt.v, k0, n, s.p.data(), s.ds.data());
       GemmAcc(s.ds.data(), kKeyTile, 1, kv.k + k0 * kv.k_stride, kv.k_stride, R, n, d_k,
               s.dq.data(), d_k);
     }

@@ -137,11 +137,28 @@ inline void GradTile(const RowPack& rp, const float* ktk, const float* ktv, inde
   }
 }
 
-// The tile's keys and values transposed into s.ktk / s.ktv.
-inline void TransposeKeyValues(const KeyValues& kv, index_t s0, index_t n, index_t d_k, index_t d_v,
-                               BwdScratch& s) {
+// Keys and values s0 .. s0+n-1 transposed, [d_k, kKeyTile] and [d_v, kKeyTile].
+struct TransposedTile {
+  const float *k, *v;
+};
+
+// Read from the tiles transposed up front when kv has them and s0 .. s0+n-1 lies inside
+// one of them (see KeyStep); otherwise transposed into s.ktk / s.ktv.
+inline TransposedTile TransposeKeyValues(const KeyValues& kv, index_t s0, index_t n, index_t d_k,
+                                         index_t d_v, BwdScratch& s) {
+  if (kv.kt != nullptr && kv.vt != nullptr && s0 % kKeyTile + n <= kKeyTile) {
+    const index_t tile = s0 / kKeyTile, off = s0 % kKeyTile;
+    return {kv.kt + tile * d_k * kKeyTile + off, kv.vt + tile * d_v * kKeyTile + off};
+  }
   TransposeTile(kv.k, kv.k_stride, s0, n, d_k, s.ktk.data());
   TransposeTile(kv.v, kv.v_stride, s0, n, d_v, s.ktv.data());
+  return {s.ktk.data(), s.ktv.data()};
+}
+
+// Keys to take from s0 in one step: a whole kKeyTile, or up to the end of s0's tile when
+// kv's keys and values were transposed up front (a step must not straddle two tiles).
+inline index_t KeyStep(const KeyValues& kv, index_t s0) {
+  return kv.kt != nullptr && kv.vt != nullptr ? kKeyTile - s0 % kKeyTile : kKeyTile;
 }
 
 // Sizes the per-tile scratch of GradTile for R rows.

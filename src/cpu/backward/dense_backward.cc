@@ -46,6 +46,14 @@ void dense_backward(const DenseInputs<float>& in, TensorView<const float> out, c
     for (index_t h = 0; h < H_kv; ++h)
       kv.push_back({in.k.ptr(seq.batch, seq.start, h), in.k.stride[1], in.v.ptr(seq.batch, seq.start, h),
                     in.v.stride[1]});
+  // Keys and values transposed once for every query tile of the dq pass.
+  cpu::KeyTiles kt, vt;
+  {
+    std::vector<index_t> lens;
+    for (const SeqSpan& seq : p.seqs)
+      for (index_t h = 0; h < H_kv; ++h) lens.push_back(seq.len);
+    cpu::attach_transposed(kv, lens, d_k, d_v, kt, vt, pool);
+  }
   std::vector<cpu::BwdScratch> scratch(static_cast<size_t>(pool.size()));
   struct Task {
     index_t seq, kv_head, t0, n;

@@ -147,6 +147,30 @@ void nsa_backward(const Config& config, const NsaInputs<float>& in, const NsaSav
       kv[kWin].push_back({in.k_win.ptr(seq.batch, seq.start, h), in.k_win.stride[1],
                           in.v_win.ptr(seq.batch, seq.start, h), in.v_win.stride[1]});
     }
+  // Keys and values transposed once for every query tile of the dq pass (the key passes
+  // transpose each key tile once anyway). Selection and window share them when they are
+  // the same tensors.
+  cpu::KeyTiles kt[kNumBranches], vt[kNumBranches];
+  {
+    std::vector<index_t> cmp_lens, raw_lens;
+    for (index_t si = 0; si < num_seqs; ++si)
+      for (index_t h = 0; h < H_kv; ++h) {
+        cmp_lens.push_back(p.cmp_offsets[si + 1] - p.cmp_offsets[si]);
+        raw_lens.push_back(p.seqs[si].len);
+      }
+    cpu::attach_transposed(kv[kCmp], cmp_lens, d_k, d_v, kt[kCmp], vt[kCmp], pool);
+    cpu::attach_transposed(kv[kSlc], raw_lens, d_k, d_v, kt[kSlc], vt[kSlc], pool);
+    const bool shared = in.k_win.data == in.k_slc.data && in.k_win.stride == in.k_slc.stride &&
+                        in.v_win.data == in.v_slc.data && in.v_win.stride == in.v_slc.stride;
+    if (shared) {
+      for (size_t i = 0; i < kv[kWin].size(); ++i) {
+        kv[kWin][i].kt = kv[kSlc][i].kt;
+        kv[kWin][i].vt = kv[kSlc][i].vt;
+      }
+    } else {
+      cpu::attach_transposed(kv[kWin], raw_lens, d_k, d_v, kt[kWin], vt[kWin], pool);
+    }
+  }
   std::vector<cpu::BwdScratch> scratch(static_cast<size_t>(pool.size()));
 
   // ---- dq: query-major, the three branches summed inside each task --------------------
