@@ -99,9 +99,9 @@ void QueryTileBackward(const GradProblem& gp, const BranchGrad* branches, const 
     PackBranchRows(gp, br, seq, kvh, nullptr, t0, tokens, 0, s);
     if (br.sel != nullptr) {
       // Selection: the tile's tokens mostly choose the same blocks (the forced ones, and
-      // neighbours score alike), so each block of the union of their choices is scored once
-      // against all R rows, a row masked out entirely (lo = hi = 0: P = dS = 0, it adds
-      // exact zeros) unless its token chose the block, and to keys s <= t otherwise.
+      // neighbours score alike), so each block of the union of their choices is scored
+      // once against the rows of every run of consecutive tokens that chose it (one run,
+      // all R rows, when they all did), each row to keys s <= t of the block.
       s.blocks.clear();
       for (index_t tok = 0; tok < tokens; ++tok) {
         const std::int32_t* chosen = br.sel + ((seq.row0 + t0 + tok) * gp.kv_heads + kvh) * br.top_n;
@@ -109,28 +109,38 @@ void QueryTileBackward(const GradProblem& gp, const BranchGrad* branches, const 
       }
       std::sort(s.blocks.begin(), s.blocks.end());
       s.blocks.erase(std::unique(s.blocks.begin(), s.blocks.end()), s.blocks.end());
-      const RowPack rp{s.q.data(), s.d_o.data(), s.gate.data(), s.lse.data(), s.dot.data(),
-                       s.lo.data(), s.hi.data(), R, d_k, d_v};
+      auto chose = [&](index_t tok, std::int32_t j) {
+        const std::int32_t* chosen = br.sel + ((seq.row0 + t0 + tok) * gp.kv_heads + kvh) * br.top_n;
+        return std::find(chosen, chosen + br.top_n, j) != chosen + br.top_n;
+      };
       for (const std::int32_t j : s.blocks) {
         const index_t begin = j * br.sel_len;
-        index_t end = begin;
-        for (index_t tok = 0; tok < tokens; ++tok) {
-          const index_t t = t0 + tok;
-          const std::int32_t* chosen = br.sel + ((seq.row0 + t) * gp.kv_heads + kvh) * br.top_n;
-          const bool has = std::find(chosen, chosen + br.top_n, j) != chosen + br.top_n;
-          const index_t hi = has ? std::min(begin + br.sel_len, t + 1) : 0;
-          end = std::max(end, hi);
-          for (index_t g = 0; g < G; ++g) {
-            s.lo[tok * G + g] = has ? begin : 0;
-            s.hi[tok * G + g] = hi;
+        for (index_t tok = 0; tok < tokens;) {
+          if (!chose(tok, j)) {
+            ++tok;
+            continue;
           }
-        }
-        for (index_t k0 = begin, n = 0; k0 < end; k0 += n) {
-          n = std::min(KeyStep(kv, k0), end - k0);
-          const TransposedTile kvt = TransposeKeyValues(kv, k0, n, d_k, d_v, s);
-          GradTile(rp, kvt.k, kvt.v, k0, n, s.p.data(), s.ds.data());
-          GemmAcc(s.ds.data(), kKeyTile, 1, kv.k + k0 * kv.k_stride, kv.k_stride, R, n, d_k,
-                  s.dq.data(), d_k);
+          const index_t first = tok;
+          for (; tok < tokens && chose(tok, j); ++tok) {
+            const index_t hi = std::min(begin + br.sel_len, t0 + tok + 1);
+            for (index_t g = 0; g < G; ++g) {
+              s.lo[tok * G + g] = begin;
+              s.hi[tok * G + g] = hi;
+            }
+          }
+          // Rows r0 .. r0 + rows of tokens first .. tok - 1; the last sees the most keys.
+          const index_t r0 = first * G, rows = (tok - first) * G;
+          const index_t end = s.hi[r0 + rows - 1];
+          const RowPack rp{s.q.data() + r0 * d_k, s.d_o.data() + r0 * d_v, s.gate.data() + r0,
+                           s.lse.data() + r0, s.dot.data() + r0, s.lo.data() + r0,
+                           s.hi.data() + r0, rows, d_k, d_v};
+          for (index_t k0 = begin, n = 0; k0 < end; k0 += n) {
+            n = std::min(KeyStep(kv, k0), end - k0);
+            const TransposedTile kvt = TransposeKeyValues(kv, k0, n, d_k, d_v, s);
+            GradTile(rp, kvt.k, kvt.v, k0, n, s.p.data(), s.ds.data());
+            GemmAcc(s.ds.data(), kKeyTile, 1, kv.k + k0 * kv.k_stride, kv.k_stride, rows, n, d_k,
+                    s.dq.data() + r0 * d_k, d_k);
+          }
         }
       }
       continue;
