@@ -30,48 +30,6 @@ inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811
 
 }  // namespace
 
-void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
-                    index_t nsegs, float* m, float* l, float* acc, std::vector<float>& probs) {
-  index_t n = 0;
-  for (index_t s = 0; s < nsegs; ++s) n += segs[s].count;
-  std::fill(acc, acc + group * d_v, 0.0f);
-  std::fill(m, m + group, -std::numeric_limits<float>::infinity());
-  std::fill(l, l + group, 0.0f);
-  probs.resize(static_cast<size_t>(group * n));
-  if (n == 0) return;
-
-  // Scores, key-major: each key row is read once for the G queries.
-  float* p = probs.data();
-  index_t col = 0;
-  for (index_t s = 0; s < nsegs; ++s)
-    for (index_t r = 0; r < segs[s].count; ++r, ++col) {
-      const float* k = segs[s].k + r * d_k;
-      for (index_t g = 0; g < group; ++g) p[g * n + col] = dot(q + g * d_k, k, d_k);
-    }
-
-  // exp(score - max) of each row, and its sum.
-  for (index_t g = 0; g < group; ++g) {
-    float* row = p + g * n;
-    float mx = -std::numeric_limits<float>::infinity();
-    for (index_t i = 0; i < n; ++i) mx = std::max(mx, row[i]);
-    float sum = 0.0f;
-    for (index_t i = 0; i < n; ++i) {
-      row[i] = std::exp(row[i] - mx);
-      sum += row[i];
-    }
-    m[g] = mx;
-    l[g] = sum;
-  }
-
-  // acc[g] = sum_i p[g][i] v[i]
-  col = 0;
-  for (index_t s = 0; s < nsegs; ++s)
-    for (index_t r = 0; r < segs[s].count; ++r, ++col) {
-      const float* v = segs[s].v + r * d_v;
-      for (index_t g = 0; g < group; ++g) axpy(p[g * n + col], v, acc + g * d_v, d_v);
-    }
-}
-
 void attend(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
             index_t nsegs, float* out, std::vector<float>& probs) {
   constexpr index_t kStack = 64;

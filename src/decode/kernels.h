@@ -1,7 +1,6 @@
 // Kernels of one decode step: softmax attention of a group's G query rows over a few
-// contiguous key ranges, and phi applied to a single block. Plain loops written so that
-// the compiler vectorizes them (independent accumulators, no cross-iteration reductions);
-// no -march flags.
+// contiguous key ranges (attend.cc: Highway SIMD with run-time dispatch, on the forward's
+// micro-kernels), and phi applied to a single block (plain loops the compiler vectorizes).
 #pragma once
 
 #include <vector>

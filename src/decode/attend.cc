@@ -1,0 +1,115 @@
+// decode::attend_partial: the G query rows of one kv group against a few contiguous key
+// ranges, one decode step. Highway, compiled for every x86 target and dispatched at run
+// time, on the forward's building blocks (cpu/attention_tile-inl.h):
+//   scores   MatMulABt: dot products along d_k, keys read straight from the cache rows
+//   softmax  max, exp(s - max) and its sum per row, vectorised
+//   P V      ValueBlock: 4 rows x up to 4 vectors of d_v, values read straight from the cache
+// Both products walk the keys in chunks of kKeyTile, so each cache row comes from memory
+// once per step and the G rows reuse it from cache.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "decode/attend.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "cpu/attention_tile-inl.h"
+#include "decode/kernels.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace nsa::cpu::HWY_NAMESPACE {
+
+// Softmax numerators of one row in place: row[i] = exp(row[i] - max); returns {max, sum}.
+inline void ExpRow(float* row, index_t n, float& m, float& l) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t nv = n - n % NL;
+  auto vmax = hn::Set(d, kNegInf);
+  for (index_t i = 0; i < nv; i += NL) vmax = hn::Max(vmax, hn::LoadU(d, row + i));
+  float mx = hn::GetLane(hn::MaxOfLanes(d, vmax));
+  for (index_t i = nv; i < n; ++i) mx = std::max(mx, row[i]);
+  const auto vm = hn::Set(d, mx);
+  auto vsum = hn::Zero(d);
+  for (index_t i = 0; i < nv; i += NL) {
+    const auto p = hn::Exp(d, hn::Sub(hn::LoadU(d, row + i), vm));
+    vsum = hn::Add(vsum, p);
+    hn::StoreU(p, d, row + i);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(d, vsum));
+  for (index_t i = nv; i < n; ++i) {
+    row[i] = std::exp(row[i] - mx);
+    sum += row[i];
+  }
+  m = mx;
+  l = sum;
+}
+
+void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v,
+                         const decode::Segment* segs, index_t nsegs, float* m, float* l, float* acc,
+                         float* probs, index_t n) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t Dv = d_v - d_v % NL;
+  // Scores probs [G, n], key-major in chunks.
+  for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
+    for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
+      const index_t cn = std::min(kKeyTile, segs[s].count - c0);
+      MatMulABt(q, d_k, group, segs[s].k + c0 * d_k, d_k, cn, d_k, probs + col + c0, n);
+    }
+  for (index_t g = 0; g < group; ++g) ExpRow(probs + g * n, n, m[g], l[g]);
+  // acc [G, d_v] = P V, chunk by chunk.
+  std::fill(acc, acc + group * d_v, 0.0f);
+  for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
+    for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
+      const index_t cn = std::min(kKeyTile, segs[s].count - c0);
+      const float* v = segs[s].v + c0 * d_v;
+      for (index_t r0 = 0; r0 < group; r0 += 4) {
+        const float* p[4];
+        float* o[4];
+        for (index_t x = 0; x < 4; ++x) {
+          const index_t r = std::min(r0 + x, group - 1);
+          p[x] = probs + r * n + col + c0;
+          o[x] = acc + r * d_v;
+        }
+        index_t c = 0;
+        for (; c + kBlockVecs * NL <= Dv; c += kBlockVecs * NL) ValueBlock<kBlockVecs>(d, p, cn, v, d_v, c, o);
+        for (; c + 2 * NL <= Dv; c += 2 * NL) ValueBlock<2>(d, p, cn, v, d_v, c, o);
+        for (; c < Dv; c += NL) ValueBlock<1>(d, p, cn, v, d_v, c, o);
+        for (index_t x = 0; x < 4 && r0 + x < group; ++x)
+          for (index_t cc = Dv; cc < d_v; ++cc) {
+            float sum = o[x][cc];
+            for (index_t j = 0; j < cn; ++j) sum += p[x][j] * v[j * d_v + cc];
+            o[x][cc] = sum;
+          }
+      }
+    }
+}
+
+}  // namespace nsa::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace nsa::cpu {
+HWY_EXPORT(DecodeAttendPartial);
+}  // namespace nsa::cpu
+
+namespace nsa::decode {
+
+void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
+                    index_t nsegs, float* m, float* l, float* acc, std::vector<float>& probs) {
+  index_t n = 0;
+  for (index_t s = 0; s < nsegs; ++s) n += segs[s].count;
+  probs.resize(static_cast<size_t>(group * n));
+  if (n == 0) {
+    std::fill(acc, acc + group * d_v, 0.0f);
+    std::fill(m, m + group, -std::numeric_limits<float>::infinity());
+    std::fill(l, l + group, 0.0f);
+    return;
+  }
+  HWY_DYNAMIC_DISPATCH(cpu::DecodeAttendPartial)(q, group, d_k, d_v, segs, nsegs, m, l, acc,
+                                                 probs.data(), n);
+}
+
+}  // namespace nsa::decode
+#endif
