@@ -165,6 +165,12 @@ std::vector<Case> cases() {
                {0, 31}});
   v.push_back({"small_G1_independent_mean_threads2", small_options(PhiKind::mean), 3, 3, 16, 8, false,
                {300, 250}, {2, 0}, Fill::prefill, 2});
+  // More workers than (sequence, kv head) pairs: each branch's keys split into parts that
+  // are attended in parallel and merged (3 parts of one group; 2 parts for each of 2).
+  v.push_back({"small_G3_independent_mlp_split3", small_options(), 3, 1, 16, 8, false, {300}, {0},
+               Fill::prefill, 3});
+  v.push_back({"small_G2_shared_linear_split2x2", small_options(PhiKind::linear), 4, 2, 16, 24, true,
+               {290}, {10}, Fill::append, 4});
   // Prompts stored with append (no outputs), chunks of one selection block.
   v.push_back({"small_G4_shared_append_chunk16", small_options(), 4, 1, 16, 16, true, {300, 260},
                {77, 9}, Fill::append, 1, 16});

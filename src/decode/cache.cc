@@ -121,20 +121,55 @@ void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const D
   if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
   const TensorView<const float>* ks[kNumBranches] = {&x.k_cmp, &x.k_slc, &x.k_win};
   const TensorView<const float>* vs[kNumBranches] = {&x.v_cmp, &x.v_slc, &x.v_win};
-  pool.parallel_tasks(count * H_kv, [&](std::int64_t task, int worker) {
+  const index_t tasks = count * H_kv;
+  st.work.resize(static_cast<size_t>(tasks));
+  for (index_t task = 0; task < tasks; ++task) {
     const index_t b = task / H_kv, h = task % H_kv;
-    decode::TokenRow row;
-    row.q = x.q.ptr(b, tok, h * G);
-    row.q_head_stride = x.q.stride[2];
+    decode::TokenWork& w = st.work[static_cast<size_t>(task)];
+    w.q = &st.seqs[ids[b]];
+    w.h = h;
+    w.in.q = x.q.ptr(b, tok, h * G);
+    w.in.q_head_stride = x.q.stride[2];
     for (int i = 0; i < st.kv_streams; ++i) {
-      row.k[i] = ks[i]->ptr(b, tok, h);
-      row.v[i] = vs[i]->ptr(b, tok, h);
+      w.in.k[i] = ks[i]->ptr(b, tok, h);
+      w.in.v[i] = vs[i]->ptr(b, tok, h);
     }
-    row.gates = x.gates.ptr(b, tok, h * G);
-    row.gates_head_stride = x.gates.stride[2];
-    decode::decode_token(st, st.seqs[ids[b]], h, row, out.ptr(b, tok, h * G), out.stride[2],
-                         st.scratch[static_cast<size_t>(worker)]);
-  });
+    w.in.gates = x.gates.ptr(b, tok, h * G);
+    w.in.gates_head_stride = x.gates.stride[2];
+    w.out = out.ptr(b, tok, h * G);
+    w.out_head_stride = out.stride[2];
+  }
+  auto work = [&](std::int64_t task) -> decode::TokenWork& { return st.work[static_cast<size_t>(task)]; };
+  auto scratch = [&](int worker) -> DecodeScratch& { return st.scratch[static_cast<size_t>(worker)]; };
+  // Fewer (sequence, kv head) pairs than workers (one long sequence, say): each branch's
+  // keys are split into `parts` slices attended in parallel, then merged.
+  const index_t parts = std::max<index_t>(1, pool.size() / tasks);
+  if (parts == 1) {
+    pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) {
+      decode::TokenWork& w = work(task);
+      decode::begin_token(st, w, 1, scratch(worker));
+      decode::attend_part(st, w, kCmp, 0, 1);
+      decode::select_token(st, w, scratch(worker));
+      decode::attend_part(st, w, kSlc, 0, 1);
+      decode::attend_part(st, w, kWin, 0, 1);
+      decode::finish_token(st, w);
+    });
+  } else {
+    pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) {
+      decode::begin_token(st, work(task), parts, scratch(worker));
+    });
+    pool.parallel_tasks(tasks * parts, [&](std::int64_t i, int) {
+      decode::attend_part(st, work(i / parts), kCmp, i % parts, parts);
+    });
+    pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) {
+      decode::select_token(st, work(task), scratch(worker));
+    });
+    pool.parallel_tasks(tasks * parts * 2, [&](std::int64_t i, int) {
+      const int branch = i % 2 == 0 ? kSlc : kWin;
+      decode::attend_part(st, work(i / 2 / parts), branch, (i / 2) % parts, parts);
+    });
+    pool.parallel_tasks(tasks, [&](std::int64_t task, int) { decode::finish_token(st, work(task)); });
+  }
   for (index_t b = 0; b < count; ++b) {
     DecodeSequence& q = st.seqs[ids[b]];
     ++q.pos;

@@ -28,16 +28,48 @@ struct DecodeSequence {
 
 // Per-worker buffers of a step.
 struct DecodeScratch {
-  std::vector<float> q;        // [G, d_k] scaled queries
-  std::vector<float> probs;    // [G, keys] softmax probabilities
   std::vector<float> imp;      // [visible] group importance of compressed blocks
   std::vector<float> score;    // [candidates] selection-block scores
   std::vector<index_t> order;  // candidates for top-n
   std::vector<std::uint8_t> taken;
-  std::vector<float> out[kNumBranches];  // [G, d_v] per branch
   std::vector<float> block, phi;         // phi input [l, dim] and its work space
-  std::vector<decode::Segment> segs;     // key ranges of the branch being computed
 };
+
+namespace decode {
+
+// The inputs of one token for one kv group.
+struct TokenRow {
+  const float* q = nullptr;  // head g of the group at q + g * q_head_stride, [d_k]
+  index_t q_head_stride = 0;
+  const float* k[kNumBranches] = {};  // per raw stream (only [0] when K/V are shared)
+  const float* v[kNumBranches] = {};
+  const float* gates = nullptr;  // head g at gates + g * gates_head_stride, [3]
+  index_t gates_head_stride = 0;
+};
+
+// The work of one (sequence, kv head) in a step, kept across its stages. A step is
+//   begin_token      store K/V of token t, compress the block it completes, scale q,
+//                    list the compressed keys
+//   attend_part      one branch over part p of P of its keys          (parallel in p)
+//   select_token     merge the compression parts: o_cmp and the importance, choose the
+//                    top-n blocks, list the selection and window keys
+//   attend_part      selection and window, part p of P each           (parallel in p)
+//   finish_token     merge them and write the gated combination
+// With P = 1 the stages run back to back in one task. With more workers than (sequence,
+// kv head) pairs (one long sequence), P > 1 splits each branch's keys across workers.
+struct TokenWork {
+  DecodeSequence* q = nullptr;
+  index_t h = 0;
+  TokenRow in;
+  float* out = nullptr;  // head g at out + g * out_head_stride
+  index_t out_head_stride = 0;
+  std::vector<float> qs;                  // [G, d_k] queries times the softmax scale
+  std::vector<Segment> segs[kNumBranches];  // each branch's key ranges, in key order
+  std::vector<Partial> parts[kNumBranches];  // [P] per branch
+  std::vector<float> o[kNumBranches];        // [G, d_v] merged branch outputs
+};
+
+}  // namespace decode
 
 struct DecodeCache::State {
   Config config;
@@ -56,6 +88,7 @@ struct DecodeCache::State {
   std::vector<DecodeSequence> seqs;
   std::int64_t total_read = 0;
   std::vector<DecodeScratch> scratch;  // one per worker
+  std::vector<decode::TokenWork> work;  // one per (sequence, kv head) of the current step
 
   State(const Config& c, const DecodeShape& s, const PhiWeights<float>& pk,
         const PhiWeights<float>& pv);

@@ -4,6 +4,8 @@
 #include "decode/decode_token.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 
 #include "decode/kernels.h"
 
@@ -62,88 +64,134 @@ void compress_block(const DecodeCache::State& st, const DecodeSequence& q, index
   }
 }
 
-void decode_token(const DecodeCache::State& st, DecodeSequence& q, index_t h, const TokenRow& in,
-                  float* out, index_t out_head_stride, DecodeScratch& s) {
+namespace {
+
+// Keys [k0, k1) of the branch's key list (in order) as key ranges.
+void slice(const std::vector<Segment>& segs, index_t k0, index_t k1, std::vector<Segment>& out,
+           index_t d_k, index_t d_v) {
+  out.clear();
+  index_t base = 0;
+  for (const Segment& seg : segs) {
+    const index_t lo = std::max(k0, base), hi = std::min(k1, base + seg.count);
+    if (lo < hi)
+      out.push_back({seg.k + (lo - base) * d_k, seg.v + (lo - base) * d_v, hi - lo});
+    base += seg.count;
+  }
+}
+
+index_t total_keys(const std::vector<Segment>& segs) {
+  index_t n = 0;
+  for (const Segment& seg : segs) n += seg.count;
+  return n;
+}
+
+}  // namespace
+
+void begin_token(const DecodeCache::State& st, TokenWork& w, index_t parts, DecodeScratch& s) {
   const Config& config = st.config;
-  const index_t G = st.group, d_k = st.shape.d_k, d_v = st.shape.d_v, C = st.chunk;
-  const index_t t = q.pos, lp = config.sel_block();
+  const index_t G = st.group, d_k = st.shape.d_k, d_v = st.shape.d_v;
+  DecodeSequence& q = *w.q;
+  const index_t t = q.pos, h = w.h;
 
   // 1. Store K/V of token t (chunks were reserved by the caller).
   for (int b = 0; b < st.kv_streams; ++b) {
-    std::copy(in.k[b], in.k[b] + d_k, st.key(q, b, h, t));
-    std::copy(in.v[b], in.v[b] + d_v, st.value(q, b, h, t));
+    std::copy(w.in.k[b], w.in.k[b] + d_k, st.key(q, b, h, t));
+    std::copy(w.in.v[b], w.in.v[b] + d_v, st.value(q, b, h, t));
   }
   // 2. A compression block completes: phi runs once for it.
   const index_t l = config.block_len(), d = config.stride();
   if (t >= l - 1 && (t - l + 1) % d == 0) compress_block(st, q, h, (t - l + 1) / d, s);
   const index_t visible = config.visible_cmp_blocks(t);
 
-  s.q.resize(static_cast<size_t>(G * d_k));
+  w.qs.resize(static_cast<size_t>(G * d_k));
   for (index_t g = 0; g < G; ++g)
-    for (index_t c = 0; c < d_k; ++c) s.q[g * d_k + c] = in.q[g * in.q_head_stride + c] * st.scale;
-  for (auto& o : s.out) o.resize(static_cast<size_t>(G * d_v));
-
-  // 3. Compression branch over the visible Kc/Vc (contiguous inside each chunk).
-  std::vector<Segment>& many = s.segs;
-  auto run = [&](float* o) {
-    attend(s.q.data(), G, d_k, d_v, many.data(), static_cast<index_t>(many.size()), o, s.probs);
-  };
-  many.clear();
+    for (index_t c = 0; c < d_k; ++c) w.qs[g * d_k + c] = w.in.q[g * w.in.q_head_stride + c] * st.scale;
+  for (int b = 0; b < kNumBranches; ++b) {
+    w.parts[b].resize(static_cast<size_t>(parts));
+    w.o[b].resize(static_cast<size_t>(G * d_v));
+  }
+  // 3. The compression branch's keys: the visible Kc/Vc (contiguous inside each chunk).
+  std::vector<Segment>& cmp = w.segs[kCmp];
+  cmp.clear();
   for (index_t i0 = 0; i0 < visible; i0 += st.cmp_per_chunk)
-    many.push_back({st.kc(q, h, i0), st.vc(q, h, i0), std::min(st.cmp_per_chunk, visible - i0)});
-  run(s.out[kCmp].data());
+    cmp.push_back({st.kc(q, h, i0), st.vc(q, h, i0), std::min(st.cmp_per_chunk, visible - i0)});
+}
 
-  // 4. Importance: P[i] = sum over the group of p[g][i]; S[j] = sum_i P[i] overlap(i,j) / d.
+void attend_part(const DecodeCache::State& st, TokenWork& w, int branch, index_t part, index_t parts) {
+  const index_t G = st.group, d_k = st.shape.d_k, d_v = st.shape.d_v;
+  const std::vector<Segment>& segs = w.segs[branch];
+  const index_t n = total_keys(segs);
+  const index_t k0 = n * part / parts, k1 = n * (part + 1) / parts;
+  Partial& pt = w.parts[branch][static_cast<size_t>(part)];
+  std::vector<Segment> mine;
+  slice(segs, k0, k1, mine, d_k, d_v);
+  pt.keys = k1 - k0;
+  pt.m.resize(static_cast<size_t>(G));
+  pt.l.resize(static_cast<size_t>(G));
+  pt.acc.resize(static_cast<size_t>(G * d_v));
+  attend_partial(w.qs.data(), G, d_k, d_v, mine.data(), static_cast<index_t>(mine.size()), pt.m.data(),
+                 pt.l.data(), pt.acc.data(), pt.probs);
+}
+
+void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) {
+  const Config& config = st.config;
+  const index_t G = st.group, d_v = st.shape.d_v, C = st.chunk;
+  DecodeSequence& q = *w.q;
+  const index_t t = q.pos, h = w.h, lp = config.sel_block();
+  const index_t l = config.block_len(), d = config.stride();
+  const index_t visible = total_keys(w.segs[kCmp]);
+
+  // 4. o_cmp, and the importance: P[i] = sum over the group of p[g][i];
+  //    S[j] = sum_i P[i] overlap(i, j) / d.
+  s.imp.assign(static_cast<size_t>(visible), 0.0f);
+  merge_partials(w.parts[kCmp], G, d_v, w.o[kCmp].data(), s.imp.data());
   const index_t candidates = t / lp + 1;
   s.score.assign(static_cast<size_t>(candidates), 0.0f);
-  if (visible > 0) {
-    s.imp.assign(static_cast<size_t>(visible), 0.0f);
-    for (index_t g = 0; g < G; ++g) {
-      const float* p = s.probs.data() + g * visible;
-      for (index_t i = 0; i < visible; ++i) s.imp[i] += p[i];
-    }
-    const float inv_d = 1.0f / static_cast<float>(d);
-    for (index_t i = 0; i < visible; ++i) {
-      const index_t lo = i * d, hi = i * d + l;  // [lo, hi)
-      for (index_t j = lo / lp; j * lp < hi; ++j) {
-        const index_t ov = std::min(hi, (j + 1) * lp) - std::max(lo, j * lp);
-        s.score[j] += s.imp[i] * static_cast<float>(ov) * inv_d;
-      }
+  const float inv_d = 1.0f / static_cast<float>(d);
+  for (index_t i = 0; i < visible; ++i) {
+    const index_t lo = i * d, hi = i * d + l;  // [lo, hi)
+    for (index_t j = lo / lp; j * lp < hi; ++j) {
+      const index_t ov = std::min(hi, (j + 1) * lp) - std::max(lo, j * lp);
+      s.score[j] += s.imp[i] * static_cast<float>(ov) * inv_d;
     }
   }
 
-  // 5. Selection branch over the tokens s <= t of the chosen blocks.
+  // 5. The selection branch's keys: tokens s <= t of the chosen blocks.
   std::int32_t* sel = q.sel.data() + h * config.top_n();
   const index_t chosen = choose_blocks(config, t, s.score.data(), s, sel);
   TokensRead read;
   read.cmp = visible;
   const int sb = kSlc < st.kv_streams ? kSlc : 0;
-  many.clear();
+  std::vector<Segment>& slc = w.segs[kSlc];
+  slc.clear();
   for (index_t k = 0; k < chosen; ++k) {  // a selection block never straddles two chunks
     const index_t start = sel[k] * lp, count = std::min(lp, t + 1 - start);
-    many.push_back({st.key(q, sb, h, start), st.value(q, sb, h, start), count});
+    slc.push_back({st.key(q, sb, h, start), st.value(q, sb, h, start), count});
     read.slc += count;
   }
-  run(s.out[kSlc].data());
-
-  // 6. Window: tokens max(0, t-w+1) .. t, split at chunk boundaries.
+  // 6. The window's keys: tokens max(0, t-w+1) .. t, split at chunk boundaries.
   const int wb = kWin < st.kv_streams ? kWin : 0;
-  many.clear();
+  std::vector<Segment>& win = w.segs[kWin];
+  win.clear();
   for (index_t s0 = std::max<index_t>(0, t - config.window() + 1); s0 <= t;) {
     const index_t end = std::min(t + 1, (s0 / C + 1) * C);
-    many.push_back({st.key(q, wb, h, s0), st.value(q, wb, h, s0), end - s0});
+    win.push_back({st.key(q, wb, h, s0), st.value(q, wb, h, s0), end - s0});
     read.win += end - s0;
     s0 = end;
   }
-  run(s.out[kWin].data());
   q.read[h] = read;
+}
 
+void finish_token(const DecodeCache::State& st, TokenWork& w) {
+  const index_t G = st.group, d_v = st.shape.d_v;
+  merge_partials(w.parts[kSlc], G, d_v, w.o[kSlc].data(), nullptr);
+  merge_partials(w.parts[kWin], G, d_v, w.o[kWin].data(), nullptr);
   // 7. Gated combine.
   for (index_t g = 0; g < G; ++g) {
-    const float* gate = in.gates + g * in.gates_head_stride;
-    const float *oc = s.out[kCmp].data() + g * d_v, *os = s.out[kSlc].data() + g * d_v,
-                *ow = s.out[kWin].data() + g * d_v;
-    float* o = out + g * out_head_stride;
+    const float* gate = w.in.gates + g * w.in.gates_head_stride;
+    const float *oc = w.o[kCmp].data() + g * d_v, *os = w.o[kSlc].data() + g * d_v,
+                *ow = w.o[kWin].data() + g * d_v;
+    float* o = w.out + g * w.out_head_stride;
     for (index_t c = 0; c < d_v; ++c) o[c] = gate[kCmp] * oc[c] + gate[kSlc] * os[c] + gate[kWin] * ow[c];
   }
 }

@@ -28,10 +28,11 @@ void dense_decode_step(const float* q, const float* k, const float* v, index_t t
   const index_t splits = std::max<index_t>(1, std::min<index_t>(pool.size(), tokens / kMinKeysPerSplit));
   const index_t per_split = (tokens + splits - 1) / splits;
 
-  // Per task: m [G], l [G], acc [G, d_v].
+  // Task (h, sp) attends keys t0 .. t1-1 of kv head h into parts[h][sp].
   const index_t tasks = kv_heads * splits;
-  std::vector<float> m(static_cast<size_t>(tasks * G)), l(m.size()), acc(static_cast<size_t>(tasks * G * d_v));
-  std::vector<std::vector<float>> probs(static_cast<size_t>(pool.size())), qs(probs.size());
+  std::vector<std::vector<decode::Partial>> parts(static_cast<size_t>(kv_heads),
+                                                  std::vector<decode::Partial>(static_cast<size_t>(splits)));
+  std::vector<std::vector<float>> qs(static_cast<size_t>(pool.size()));
   pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) {
     const index_t h = task / splits, sp = task % splits;
     const index_t t0 = sp * per_split, t1 = std::min(tokens, t0 + per_split);
@@ -46,28 +47,16 @@ void dense_decode_step(const float* q, const float* k, const float* v, index_t t
       for (index_t t = t0; t < t1; ++t)
         segs.push_back({k + (t * kv_heads + h) * d_k, v + (t * kv_heads + h) * d_v, 1});
     }
+    decode::Partial& pt = parts[static_cast<size_t>(h)][static_cast<size_t>(sp)];
+    pt.keys = std::max<index_t>(0, t1 - t0);
+    pt.m.resize(static_cast<size_t>(G));
+    pt.l.resize(static_cast<size_t>(G));
+    pt.acc.resize(static_cast<size_t>(G * d_v));
     decode::attend_partial(qv.data(), G, d_k, d_v, segs.data(), static_cast<index_t>(segs.size()),
-                           m.data() + task * G, l.data() + task * G, acc.data() + task * G * d_v,
-                           probs[static_cast<size_t>(worker)]);
+                           pt.m.data(), pt.l.data(), pt.acc.data(), pt.probs);
   });
-  // Merge the splits of each kv head.
   for (index_t h = 0; h < kv_heads; ++h)
-    for (index_t g = 0; g < G; ++g) {
-      float mx = -std::numeric_limits<float>::infinity();
-      for (index_t sp = 0; sp < splits; ++sp) mx = std::max(mx, m[(h * splits + sp) * G + g]);
-      float* o = out + (h * G + g) * d_v;
-      std::fill(o, o + d_v, 0.0f);
-      float sum = 0.0f;
-      for (index_t sp = 0; sp < splits; ++sp) {
-        const index_t task = h * splits + sp;
-        const float w = std::exp(m[task * G + g] - mx);
-        sum += w * l[task * G + g];
-        const float* a = acc.data() + (task * G + g) * d_v;
-        for (index_t c = 0; c < d_v; ++c) o[c] += w * a[c];
-      }
-      const float inv = 1.0f / sum;
-      for (index_t c = 0; c < d_v; ++c) o[c] *= inv;
-    }
+    decode::merge_partials(parts[static_cast<size_t>(h)], G, d_v, out + h * G * d_v, nullptr);
 }
 
 }  // namespace nsa

@@ -30,24 +30,31 @@ inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.7071067811
 
 }  // namespace
 
-void attend(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
-            index_t nsegs, float* out, std::vector<float>& probs) {
-  constexpr index_t kStack = 64;
-  float m_stack[kStack], l_stack[kStack];
-  std::vector<float> ml_heap;
-  float *m = m_stack, *l = l_stack;
-  if (group > kStack) {
-    ml_heap.resize(static_cast<size_t>(2 * group));
-    m = ml_heap.data();
-    l = m + group;
-  }
-  attend_partial(q, group, d_k, d_v, segs, nsegs, m, l, out, probs);
-  const index_t n = group == 0 ? 0 : static_cast<index_t>(probs.size()) / group;
-  for (index_t g = 0; g < group; ++g) {
-    if (l[g] == 0.0f) continue;  // no key: out stays 0
-    const float inv = 1.0f / l[g];
-    for (index_t c = 0; c < d_v; ++c) out[g * d_v + c] *= inv;
-    for (index_t i = 0; i < n; ++i) probs[g * n + i] *= inv;
+void merge_partials(const std::vector<Partial>& parts, index_t G, index_t d_v, float* o, float* imp) {
+  for (index_t g = 0; g < G; ++g) {
+    float mx = -std::numeric_limits<float>::infinity();
+    for (const Partial& pt : parts)
+      if (pt.keys > 0) mx = std::max(mx, pt.m[g]);
+    float* og = o + g * d_v;
+    std::fill(og, og + d_v, 0.0f);
+    if (mx == -std::numeric_limits<float>::infinity()) continue;
+    float total = 0.0f;
+    for (const Partial& pt : parts)
+      if (pt.keys > 0) total += std::exp(pt.m[g] - mx) * pt.l[g];
+    const float inv = 1.0f / total;
+    index_t key0 = 0;
+    for (const Partial& pt : parts) {
+      if (pt.keys > 0) {
+        const float w = std::exp(pt.m[g] - mx) * inv;  // part's weight, normalised
+        const float* a = pt.acc.data() + g * d_v;
+        for (index_t c = 0; c < d_v; ++c) og[c] += w * a[c];
+        if (imp != nullptr) {
+          const float* pr = pt.probs.data() + g * pt.keys;
+          for (index_t i = 0; i < pt.keys; ++i) imp[key0 + i] += w * pr[i];
+        }
+      }
+      key0 += pt.keys;
+    }
   }
 }
 

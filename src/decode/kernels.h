@@ -1,6 +1,7 @@
-// Kernels of one decode step: softmax attention of a group's G query rows over a few
-// contiguous key ranges (attend.cc: Highway SIMD with run-time dispatch, on the forward's
-// micro-kernels), and phi applied to a single block (plain loops the compiler vectorizes).
+// Kernels of one decode step: a group's G query rows against a few contiguous key ranges
+// (attend.cc: Highway SIMD with run-time dispatch, on the forward's micro-kernels; the
+// parts of a split step are merged in decode_token.cc), and phi applied to a single block
+// (plain loops the compiler vectorizes).
 #pragma once
 
 #include <vector>
@@ -25,11 +26,17 @@ struct Segment {
 void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
                     index_t nsegs, float* m, float* l, float* acc, std::vector<float>& probs);
 
-// Softmax attention of G query rows q [G, d_k] (already multiplied by the softmax scale)
-// over every key of segs[0..nsegs): out [G, d_v]. Leaves the softmax probabilities in
-// probs [G, n] (n = total keys). With no key at all, out = 0.
-void attend(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
-            index_t nsegs, float* out, std::vector<float>& probs);
+// attend_partial's state for one slice of a longer key list: m [G], l [G], acc [G, d_v],
+// probs [G, keys] = exp(score - m).
+struct Partial {
+  index_t keys = 0;
+  std::vector<float> m, l, acc, probs;
+};
+
+// Merges the partial states of consecutive slices of one key list into o [G, d_v], the
+// softmax average over all their keys. imp (may be null) [total keys]: += the normalised
+// probabilities summed over the G rows, in key order. A row that saw no key gets o = 0.
+void merge_partials(const std::vector<Partial>& parts, index_t G, index_t d_v, float* o, float* imp);
 
 // phi of one block: block [l, dim] (raw rows) -> out [dim]. scratch is resized as needed.
 void phi_block(const Config& config, const PhiWeights<float>& w, index_t dim, const float* block,
