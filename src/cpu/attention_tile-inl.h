@@ -398,9 +398,13 @@ inline void ScoreTile(const QueryTile& tile, index_t row0, index_t rows, const K
   if constexpr (std::is_same_v<T, bf16>) {
     if (UsePairs<T>(tile)) {
       const index_t pairs = (tile.d_k + 1) / 2;
-      TransposePairs(kv.k, kv.k_stride, s0, n, tile.d_k, s.kt_pairs.data());
-      PairsProduct<false>(tile.q_pairs + row0 * pairs, pairs, rows, pairs, s.kt_pairs.data(),
-                          kKeyTile, (n + 15) / 16 * 16, tile.scale, S, kKeyTile);
+      const std::uint32_t* kt = s.kt_pairs.data();
+      if (kv.kt_pairs != nullptr)  // transposed up front, s0 .. s0+n-1 inside one tile
+        kt = kv.kt_pairs + (s0 / kKeyTile) * pairs * kKeyTile + s0 % kKeyTile;
+      else
+        TransposePairs(kv.k, kv.k_stride, s0, n, tile.d_k, s.kt_pairs.data());
+      PairsProduct<false>(tile.q_pairs + row0 * pairs, pairs, rows, pairs, kt, kKeyTile,
+                          (n + 15) / 16 * 16, tile.scale, S, kKeyTile);
       MaskScores(rows, s0, n, lo, hi, S);
       return;
     }
@@ -552,7 +556,7 @@ inline void AttendRange(const QueryTile& tile, index_t row0, index_t rows, const
   float* S = s.scores.data();
   for (index_t s0 = key0, n = 0; s0 < key1; s0 += n) {
     // Pre-transposed keys come in fixed tiles: an unaligned start takes a shorter first step.
-    n = std::min(kv.kt != nullptr ? kKeyTile - s0 % kKeyTile : kKeyTile, key1 - s0);
+    n = std::min(kv.pretransposed() ? kKeyTile - s0 % kKeyTile : kKeyTile, key1 - s0);
     ScoreTile(tile, row0, rows, kv, s0, n, lo, hi, s);
     if (keep != nullptr) {
       const index_t n_pad = (n + NL - 1) / NL * NL;

@@ -27,28 +27,33 @@ void forward(const DenseInputs<T>& in, TensorView<float> out, float* lse, Thread
         tasks.push_back({s, h, t0, std::min(tile_len, p.seqs[s].len - t0)});
   std::stable_sort(tasks.begin(), tasks.end(),
                    [](const Task& a, const Task& b) { return a.t0 > b.t0; });
-  // fp32 keys are transposed once for every query tile (bf16 keys: per tile, as pairs).
-  cpu::KeyTiles key_tiles;
-  if constexpr (std::is_same_v<T, float>) {
-    std::vector<cpu::KeySpan> spans;
-    for (const SeqSpan& seq : p.seqs)
-      for (index_t h = 0; h < H_kv; ++h)
-        spans.push_back({in.k.ptr(seq.batch, seq.start, h), in.k.stride[1], seq.len});
-    key_tiles = cpu::transpose_keys(spans, p.d_k, pool);
-  }
-  std::vector<cpu::Scratch> scratch(static_cast<size_t>(pool.size()));
-  const float scale = static_cast<float>(p.scale);
   bool pairs = false;
   if constexpr (std::is_same_v<T, bf16>) pairs = cpu::bf16_dot_enabled();
+  // Keys are transposed once for every query tile: fp32 keys, or bf16 keys as pairs when
+  // the bf16 dot product is in use (otherwise they are widened per tile).
+  cpu::KeyTiles key_tiles;
+  cpu::KeyPairTiles key_pairs;
+  std::vector<cpu::KeySpanT<T>> spans;
+  for (const SeqSpan& seq : p.seqs)
+    for (index_t h = 0; h < H_kv; ++h)
+      spans.push_back({in.k.ptr(seq.batch, seq.start, h), in.k.stride[1], seq.len});
+  if constexpr (std::is_same_v<T, float>)
+    key_tiles = cpu::transpose_keys(spans, p.d_k, pool);
+  else if (pairs)
+    key_pairs = cpu::transpose_key_pairs(spans, p.d_k, pool);
+  std::vector<cpu::Scratch> scratch(static_cast<size_t>(pool.size()));
+  const float scale = static_cast<float>(p.scale);
 
   pool.parallel_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i, int worker) {
     const Task& task = tasks[static_cast<size_t>(i)];
     cpu::Scratch& s = scratch[static_cast<size_t>(worker)];
     const SeqSpan& seq = p.seqs[static_cast<size_t>(task.seq)];
     const index_t h_kv = task.kv_head, b = seq.batch;
+    const index_t span = task.seq * H_kv + h_kv;
     const cpu::KeyValuesT<T> kv{in.k.ptr(b, seq.start, h_kv), in.k.stride[1],
                                 in.v.ptr(b, seq.start, h_kv), in.v.stride[1],
-                                key_tiles.data.empty() ? nullptr : key_tiles.span(task.seq * H_kv + h_kv)};
+                                key_tiles.data.empty() ? nullptr : key_tiles.span(span), nullptr,
+                                key_pairs.data.empty() ? nullptr : key_pairs.span(span)};
     cpu::QueryTile tile;
     if constexpr (std::is_same_v<T, bf16>)
       tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s, pairs);

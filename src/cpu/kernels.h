@@ -23,6 +23,8 @@ namespace nsa::cpu {
 // (KeyTiles::span): keys i * kKeyTile .. as [dim, kKeyTile] at kt + i * dim * kKeyTile.
 // Set, the score kernels read it instead of transposing each key tile per query tile.
 // vt (backward only, may be null): the values transposed likewise.
+// kt_pairs (bf16 keys on the pairs path only, may be null): the keys transposed up front
+// as bf16 pairs (KeyPairTiles::span): [ceil(dim / 2), kKeyTile] per tile of kKeyTile keys.
 template <class T>
 struct KeyValuesT {
   const T* k = nullptr;
@@ -31,6 +33,10 @@ struct KeyValuesT {
   index_t v_stride = 0;
   const float* kt = nullptr;
   const float* vt = nullptr;
+  const std::uint32_t* kt_pairs = nullptr;
+
+  // Whether keys come transposed up front (then a score tile must not straddle two tiles).
+  bool pretransposed() const { return kt != nullptr || kt_pairs != nullptr; }
 };
 using KeyValues = KeyValuesT<float>;
 using KeyValuesBf16 = KeyValuesT<bf16>;
@@ -88,21 +94,31 @@ QueryTile pack_queries(const TensorView<const bf16>& q, const SeqSpan& seq, inde
 
 // ---- keys transposed once, in tiles (key_tiles.cc) ---------------------------------------
 // One run of keys (one sequence and kv head): key x at k + x * ld, dim contiguous.
-struct KeySpan {
-  const float* k = nullptr;
+template <class T>
+struct KeySpanT {
+  const T* k = nullptr;
   index_t ld = 0, len = 0;
 };
-// Per span, ceil(len / kKeyTile) tiles of [dim, kKeyTile] (columns past len zero), in
-// span order; span(i) is the `kt` of its KeyValues. Every query tile that meets a key tile
-// reads it from here instead of transposing it again: dense and window attention, the
-// selection blocks and the compressed keys each transpose their keys once per call.
-struct KeyTiles {
-  index_t dim = 0;
-  std::vector<float> data;
+using KeySpan = KeySpanT<float>;
+// Per span, ceil(len / kKeyTile) tiles of [rows, kKeyTile] (columns past len zero), in
+// span order, plus kKeyTile zero elements at the end (a tile read from a column offset
+// reads at most one vector past its last row). span(i) is the kt (kt_pairs) of its
+// KeyValues. Every query tile that meets a key tile reads it from here instead of
+// transposing it again: dense and window attention, the selection blocks and the
+// compressed keys each transpose their keys once per call.
+//   KeyTiles      fp32 keys, rows = dim
+//   KeyPairTiles  bf16 keys as pairs (low half the even element), rows = ceil(dim / 2)
+template <class E>
+struct TiledKeys {
+  index_t rows = 0;
+  std::vector<E> data;
   std::vector<size_t> offset;  // per span: where its tiles start in data
-  const float* span(index_t i) const { return data.data() + offset[static_cast<size_t>(i)]; }
+  const E* span(index_t i) const { return data.data() + offset[static_cast<size_t>(i)]; }
 };
+using KeyTiles = TiledKeys<float>;
+using KeyPairTiles = TiledKeys<std::uint32_t>;
 KeyTiles transpose_keys(const std::vector<KeySpan>& spans, index_t dim, ThreadPool& pool);
+KeyPairTiles transpose_key_pairs(const std::vector<KeySpanT<bf16>>& spans, index_t dim, ThreadPool& pool);
 // The keys and values of every kvs[i] (lens[i] keys) transposed into keys / values, and
 // kvs[i].kt / .vt pointed at them (the backward's query pass reads both).
 void attach_transposed(std::vector<KeyValues>& kvs, const std::vector<index_t>& lens,

@@ -97,30 +97,37 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
     vc_t = vc.data();
   }
 
-  // fp32 keys of every branch are transposed once for all query tiles (KeyTiles): the raw
-  // keys of selection and window (one copy when they are the same tensor) and Kc. bf16
-  // keys are transposed per tile, as pairs.
+  // The keys of every branch are transposed once for all query tiles: the raw keys of
+  // selection and window (one copy when they are the same tensor) and Kc; fp32 keys as
+  // KeyTiles, bf16 keys as KeyPairTiles when the bf16 dot product is in use (otherwise
+  // they are widened per tile).
   cpu::KeyTiles slc_tiles, win_tiles, cmp_tiles;
-  if constexpr (std::is_same_v<T, float>) {
-    auto raw_spans = [&](const TensorView<const float>& k) {
-      std::vector<cpu::KeySpan> spans;
-      for (const SeqSpan& seq : p.seqs)
-        for (index_t h = 0; h < H_kv; ++h)
-          spans.push_back({k.ptr(seq.batch, seq.start, h), k.stride[1], seq.len});
-      return spans;
-    };
-    slc_tiles = cpu::transpose_keys(raw_spans(in.k_slc), d_k, pool);
-    if (in.k_win.data != in.k_slc.data || in.k_win.stride != in.k_slc.stride)
-      win_tiles = cpu::transpose_keys(raw_spans(in.k_win), d_k, pool);
-    std::vector<cpu::KeySpan> cmp_spans;
-    for (size_t s = 0; s < p.seqs.size(); ++s)
-      for (index_t h = 0; h < H_kv; ++h)
-        cmp_spans.push_back({kc.data() + (p.cmp_offsets[s] * H_kv + h) * d_k, H_kv * d_k,
-                             p.cmp_offsets[s + 1] - p.cmp_offsets[s]});
-    cmp_tiles = cpu::transpose_keys(cmp_spans, d_k, pool);
-  }
-  const cpu::KeyTiles& win_keys = win_tiles.data.empty() ? slc_tiles : win_tiles;
-  auto tiles_of = [&](const cpu::KeyTiles& tiles, index_t span) -> const float* {
+  cpu::KeyPairTiles slc_pairs, win_pairs, cmp_pairs;
+  auto transpose = [&](const std::vector<cpu::KeySpanT<T>>& spans, cpu::KeyTiles& tiles,
+                       cpu::KeyPairTiles& pair_tiles) {
+    if constexpr (std::is_same_v<T, float>)
+      tiles = cpu::transpose_keys(spans, d_k, pool);
+    else if (pairs)
+      pair_tiles = cpu::transpose_key_pairs(spans, d_k, pool);
+  };
+  auto raw_spans = [&](const TensorView<const T>& k) {
+    std::vector<cpu::KeySpanT<T>> spans;
+    for (const SeqSpan& seq : p.seqs)
+      for (index_t h = 0; h < H_kv; ++h) spans.push_back({k.ptr(seq.batch, seq.start, h), k.stride[1], seq.len});
+    return spans;
+  };
+  transpose(raw_spans(in.k_slc), slc_tiles, slc_pairs);
+  const bool win_own = in.k_win.data != in.k_slc.data || in.k_win.stride != in.k_slc.stride;
+  if (win_own) transpose(raw_spans(in.k_win), win_tiles, win_pairs);
+  std::vector<cpu::KeySpanT<T>> cmp_spans;
+  for (size_t s = 0; s < p.seqs.size(); ++s)
+    for (index_t h = 0; h < H_kv; ++h)
+      cmp_spans.push_back({kc_t + (p.cmp_offsets[s] * H_kv + h) * d_k, H_kv * d_k,
+                           p.cmp_offsets[s + 1] - p.cmp_offsets[s]});
+  transpose(cmp_spans, cmp_tiles, cmp_pairs);
+  const cpu::KeyTiles& win_keys = win_own ? win_tiles : slc_tiles;
+  const cpu::KeyPairTiles& win_key_pairs = win_own ? win_pairs : slc_pairs;
+  auto tiles_of = [](const auto& tiles, index_t span) {
     return tiles.data.empty() ? nullptr : tiles.span(span);
   };
 
@@ -144,13 +151,13 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
     const index_t span = task.seq * H_kv + h_kv;
     const cpu::KeyValuesT<T> cmp{kc_t + (cmp0 * H_kv + h_kv) * d_k, H_kv * d_k,
                                  vc_t + (cmp0 * H_kv + h_kv) * d_v, H_kv * d_v,
-                                 tiles_of(cmp_tiles, span)};
+                                 tiles_of(cmp_tiles, span), nullptr, tiles_of(cmp_pairs, span)};
     const cpu::KeyValuesT<T> slc{in.k_slc.ptr(b, seq.start, h_kv), in.k_slc.stride[1],
                                  in.v_slc.ptr(b, seq.start, h_kv), in.v_slc.stride[1],
-                                 tiles_of(slc_tiles, span)};
+                                 tiles_of(slc_tiles, span), nullptr, tiles_of(slc_pairs, span)};
     const cpu::KeyValuesT<T> win{in.k_win.ptr(b, seq.start, h_kv), in.k_win.stride[1],
                                  in.v_win.ptr(b, seq.start, h_kv), in.v_win.stride[1],
-                                 tiles_of(win_keys, span)};
+                                 tiles_of(win_keys, span), nullptr, tiles_of(win_key_pairs, span)};
 
     cpu::QueryTile tile;
     if constexpr (std::is_same_v<T, bf16>)
