@@ -1,6 +1,10 @@
 // Selection branch, one query tile at a time: the G rows of token t attend to every key
-// s <= t inside the blocks chosen for (t, group) (s.sel, ascending). Adjacent chosen blocks
-// are merged into one key range, so a run of blocks is one flash-attention loop.
+// s <= t inside the blocks chosen for (t, group) (s.sel, ascending). The tile's tokens
+// mostly choose the same blocks (the forced ones, and neighbours score alike), so each
+// block of the union of their choices is attended once by the rows of every run of
+// consecutive tokens that chose it: G * tokens rows at a time when they all did, which
+// reuses each key tile for more rows than G. Every row still sees its blocks in ascending
+// order.
 #include <algorithm>
 
 #undef HWY_TARGET_INCLUDE
@@ -18,15 +22,37 @@ void SelectionAttentionT(const Config& config, const QueryTile& tile, const KeyV
   const index_t G = tile.group, top_n = config.top_n(), sel_len = config.sel_block();
   SoftmaxState& st = s.state[kSlc];
   st.reset(tile.rows, tile.d_v);
-  for (index_t tok = 0; tok < tile.tokens; ++tok) {
-    const index_t t = tile.t0 + tok, row0 = tok * G;
+  s.lo.resize(static_cast<size_t>(tile.rows));
+  s.hi.resize(static_cast<size_t>(tile.rows));
+  // The union of the tokens' choices, ascending.
+  s.blocks.clear();
+  for (index_t tok = 0; tok < tile.tokens; ++tok)
+    for (index_t k = 0; k < top_n && s.sel[tok * top_n + k] >= 0; ++k) s.blocks.push_back(s.sel[tok * top_n + k]);
+  std::sort(s.blocks.begin(), s.blocks.end());
+  s.blocks.erase(std::unique(s.blocks.begin(), s.blocks.end()), s.blocks.end());
+  auto chose = [&](index_t tok, index_t j) {
     const std::int32_t* blocks = s.sel.data() + tok * top_n;
-    for (index_t k = 0; k < top_n && blocks[k] >= 0;) {
-      const index_t begin = blocks[k] * sel_len;
-      index_t end = begin;
-      for (; k < top_n && blocks[k] >= 0 && blocks[k] * sel_len == end; ++k) end += sel_len;
-      end = std::min(end, t + 1);
-      AttendRange(tile, row0, G, slc, begin, end, nullptr, nullptr, st, s);
+    return std::find(blocks, blocks + top_n, static_cast<std::int32_t>(j)) != blocks + top_n;
+  };
+  for (const index_t j : s.blocks) {
+    const index_t begin = j * sel_len;
+    for (index_t tok = 0; tok < tile.tokens;) {
+      if (!chose(tok, j)) {
+        ++tok;
+        continue;
+      }
+      const index_t first = tok;
+      for (; tok < tile.tokens && chose(tok, j); ++tok) {
+        const index_t hi = std::min(begin + sel_len, tile.t0 + tok + 1);  // keys s <= t
+        for (index_t g = 0; g < G; ++g) {
+          s.lo[tok * G + g] = begin;
+          s.hi[tok * G + g] = hi;
+        }
+      }
+      // Rows of tokens first .. tok - 1; the last one sees the most keys of the block.
+      const index_t r0 = first * G, rows = (tok - first) * G;
+      AttendRange(tile, r0, rows, slc, begin, s.hi[r0 + rows - 1], s.lo.data() + r0,
+                  s.hi.data() + r0, st, s);
     }
   }
 }
