@@ -108,15 +108,70 @@ inline void MatMulABt(const float* a, index_t lda, index_t M, const float* b, in
   }
 }
 
+// AVX-512 targets: 16 x 16 blocks of 32-bit elements are transposed in registers.
+#undef NSA_CPU_AVX512
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+#define NSA_CPU_AVX512 1
+// o[c] = column c of the 16 x 16 matrix of uint32 whose rows are r[0..15].
+inline void Transpose16x16(const __m512i* r, __m512i* o) {
+  __m512i t[16], u[16], v[16];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm512_shuffle_i32x4(u[i], u[4 + i], 0x88);
+    v[4 + i] = _mm512_shuffle_i32x4(u[i], u[4 + i], 0xdd);
+    v[8 + i] = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0x88);
+    v[12 + i] = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0xdd);
+  }
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    o[i] = _mm512_shuffle_i32x4(v[i], v[8 + i], 0x88);
+    o[8 + i] = _mm512_shuffle_i32x4(v[i], v[8 + i], 0xdd);
+  }
+}
+
+#else
+#define NSA_CPU_AVX512 0
+#endif
+
 // kt [dim, kKeyTile] = the n rows x[s0 + j] (row stride ld) transposed, columns n .. the
 // next multiple of the vector length zero-padded. Done once per key tile and reused by
-// every chunk of query rows that meets the tile. T = bf16 widens to fp32.
+// every chunk of query rows that meets the tile. T = bf16 widens to fp32. fp32 on AVX-512
+// goes through registers 16 keys x 16 columns at a time (the rest element by element).
 template <class T>
 inline void TransposeTile(const T* x, index_t ld, index_t s0, index_t n, index_t dim, float* kt) {
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t n_pad = (n + NL - 1) / NL * NL;
-  for (index_t j = 0; j < n; ++j) {
+  index_t j = 0;
+#if NSA_CPU_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    for (; j + 16 <= n; j += 16) {
+      const float* rows = x + (s0 + j) * ld;
+      index_t c0 = 0;
+      for (; c0 + 16 <= dim; c0 += 16) {
+        __m512i r[16], o[16];
+        for (index_t i = 0; i < 16; ++i) r[i] = _mm512_castps_si512(_mm512_loadu_ps(rows + i * ld + c0));
+        Transpose16x16(r, o);
+        for (index_t c = 0; c < 16; ++c) _mm512_storeu_si512(kt + (c0 + c) * kKeyTile + j, o[c]);
+      }
+      for (; c0 < dim; ++c0)
+        for (index_t i = 0; i < 16; ++i) kt[c0 * kKeyTile + j + i] = rows[i * ld + c0];
+    }
+  }
+#endif
+  for (; j < n; ++j) {
     const T* row = x + (s0 + j) * ld;
     for (index_t c = 0; c < dim; ++c) kt[c * kKeyTile + j] = ToFloat(row[c]);
   }
@@ -216,35 +271,6 @@ inline void ScoresFromTransposed(const float* a, index_t R, index_t dim, const f
 #if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
 #define NSA_CPU_BF16_DOT 1
 #define NSA_CPU_BF16_DOT_ATTR __attribute__((target("avx512bf16")))
-
-// o[c] = column c of the 16 x 16 matrix of uint32 whose rows are r[0..15].
-inline void Transpose16x16(const __m512i* r, __m512i* o) {
-  __m512i t[16], u[16], v[16];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i + 0], t[4 * i + 2]);
-    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i + 0], t[4 * i + 2]);
-    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
-    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
-  }
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    v[i] = _mm512_shuffle_i32x4(u[i], u[4 + i], 0x88);
-    v[4 + i] = _mm512_shuffle_i32x4(u[i], u[4 + i], 0xdd);
-    v[8 + i] = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0x88);
-    v[12 + i] = _mm512_shuffle_i32x4(u[8 + i], u[12 + i], 0xdd);
-  }
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i) {
-    o[i] = _mm512_shuffle_i32x4(v[i], v[8 + i], 0x88);
-    o[8 + i] = _mm512_shuffle_i32x4(v[i], v[8 + i], 0xdd);
-  }
-}
 
 // kt [ceil(dim/2), kKeyTile] = the bf16 pairs of the n rows x[s0 + j] transposed (an odd
 // dim's last pair is (x[dim-1], 0)); columns n .. round_up(n, 16) zero. Blocks of 16 keys

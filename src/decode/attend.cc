@@ -1,7 +1,7 @@
 // decode::attend_partial: the G query rows of one kv group against a few contiguous key
 // ranges, one decode step. Highway, compiled for every x86 target and dispatched at run
 // time, on the forward's building blocks (cpu/attention_tile-inl.h):
-//   scores   MatMulABt: dot products along d_k, keys read straight from the cache rows
+//   scores   a chunk of keys transposed (TransposeTile), then ScoresFromTransposed
 //   softmax  max, exp(s - max) and its sum per row, vectorised
 //   P V      ValueBlock: 4 rows x up to 4 vectors of d_v, values read straight from the cache
 // Both products walk the keys in chunks of kKeyTile, so each cache row comes from memory
@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "decode/attend.cc"
@@ -51,11 +52,18 @@ void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t Dv = d_v - d_v % NL;
-  // Scores probs [G, n], key-major in chunks.
+  // Scores probs [G, n], key-major in chunks of kKeyTile keys: the chunk is transposed
+  // (kt [d_k, kKeyTile]) so that the G rows' scores need no horizontal sums.
+  thread_local std::vector<float> kt, S;  // per worker thread, grown once
+  if (kt.size() < static_cast<size_t>(d_k * kKeyTile)) kt.resize(static_cast<size_t>(d_k * kKeyTile));
+  if (S.size() < static_cast<size_t>(group * kKeyTile)) S.resize(static_cast<size_t>(group * kKeyTile));
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
-      MatMulABt(q, d_k, group, segs[s].k + c0 * d_k, d_k, cn, d_k, probs + col + c0, n);
+      TransposeTile(segs[s].k, d_k, c0, cn, d_k, kt.data());
+      ScoresFromTransposed(q, group, d_k, kt.data(), 0, cn, nullptr, nullptr, S.data());
+      for (index_t g = 0; g < group; ++g)
+        std::copy(S.data() + g * kKeyTile, S.data() + g * kKeyTile + cn, probs + g * n + col + c0);
     }
   for (index_t g = 0; g < group; ++g) ExpRow(probs + g * n, n, m[g], l[g]);
   // acc [G, d_v] = P V, chunk by chunk.
