@@ -3,8 +3,17 @@
 // parallel_for splits [0, n) into `size()` contiguous ranges, range i to worker i
 // (the ith/nth split): the assignment depends only on n and the thread count, so any
 // kernel that writes per-task outputs is bitwise reproducible at a fixed thread count.
+//
+// Hand-off: a worker that has finished a short job (under kShortJob) spins for a while
+// (kSpin) watching for the next one before it sleeps on a condition variable, and so does
+// the caller waiting for the workers. Back-to-back short jobs (a decode step is five) then
+// start within microseconds instead of a futex wake-up each; after long jobs (a forward
+// pass's phases), and in an idle pool, threads sleep (spinning beside long jobs measured
+// ~5% slower forward passes on 2 cores).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -39,13 +48,15 @@ class ThreadPool {
   void worker_loop(int worker);
   void run(const std::function<void(int worker)>& job);
 
+  static constexpr std::chrono::microseconds kSpin{200}, kShortJob{1000};
+
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable wake_, done_;
-  const std::function<void(int)>* job_ = nullptr;
-  std::uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stopping_ = false;
+  const std::function<void(int)>* job_ = nullptr;  // written under mutex_ before generation_
+  std::atomic<std::uint64_t> generation_{0};        // one more per job
+  std::atomic<int> pending_{0};                     // workers still running the job
+  std::atomic<bool> stopping_{false};
   std::exception_ptr error_;
 };
 

@@ -19,26 +19,53 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+namespace {
+
+// Spins until done() or kSpin has passed; returns done().
+template <class Done>
+bool spin_until(Done done, std::chrono::microseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > end) return done();
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
+}  // namespace
+
 void ThreadPool::worker_loop(int worker) {
   std::uint64_t seen = 0;
+  bool spin = false;  // after a short job only: the next one is likely to follow at once
   for (;;) {
+    auto ready = [&] { return stopping_.load() || generation_.load() != seen; };
     const std::function<void(int)>* job;
     {
+      if (spin) spin_until(ready, kSpin);
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      wake_.wait(lock, ready);
       if (stopping_) return;
-      seen = generation_;
+      seen = generation_.load();
       job = job_;
     }
     std::exception_ptr error;
+    const auto start = std::chrono::steady_clock::now();
     try {
       (*job)(worker);
     } catch (...) {
       error = std::current_exception();
     }
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (error && !error_) error_ = error;
-    if (--pending_ == 0) done_.notify_one();
+    spin = std::chrono::steady_clock::now() - start < kShortJob;
+    if (error) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = error;
+    }
+    if (pending_.fetch_sub(1) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);  // the caller checks pending_ under the lock
+      done_.notify_one();
+    }
   }
 }
 
@@ -56,13 +83,16 @@ void ThreadPool::run(const std::function<void(int)>& job) {
   }
   wake_.notify_all();
   std::exception_ptr error;
+  const auto start = std::chrono::steady_clock::now();
   try {
     job(0);
   } catch (...) {
     error = std::current_exception();
   }
+  auto finished = [&] { return pending_.load() == 0; };
+  if (std::chrono::steady_clock::now() - start < kShortJob) spin_until(finished, kSpin);
   std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return pending_ == 0; });
+  done_.wait(lock, finished);
   if (!error) error = error_;
   error_ = nullptr;
   if (error) std::rethrow_exception(error);
