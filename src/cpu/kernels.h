@@ -74,6 +74,7 @@ struct Scratch {
   std::vector<std::int32_t> sel;   // [tokens, top_n] chosen blocks
   std::vector<index_t> order;      // select_blocks candidates
   std::vector<index_t> blocks;     // selection_attention: union of the tile's chosen blocks
+  std::vector<std::uint8_t> chosen_by;  // [blocks, tokens]: whether the token chose the block
   std::vector<float> out;          // [rows, d_v] one branch's normalised output
   // bf16 dot-product path only (pairs of bf16 in one uint32, the low half first):
   std::vector<std::uint32_t> q_pairs;   // [rows, ceil(d_k/2)] packed queries

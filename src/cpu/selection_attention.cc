@@ -24,25 +24,29 @@ void SelectionAttentionT(const Config& config, const QueryTile& tile, const KeyV
   st.reset(tile.rows, tile.d_v);
   s.lo.resize(static_cast<size_t>(tile.rows));
   s.hi.resize(static_cast<size_t>(tile.rows));
-  // The union of the tokens' choices, ascending.
+  // The union of the tokens' choices, ascending, and per block of it which tokens chose
+  // it: chosen_by[i * tokens + tok].
   s.blocks.clear();
   for (index_t tok = 0; tok < tile.tokens; ++tok)
     for (index_t k = 0; k < top_n && s.sel[tok * top_n + k] >= 0; ++k) s.blocks.push_back(s.sel[tok * top_n + k]);
   std::sort(s.blocks.begin(), s.blocks.end());
   s.blocks.erase(std::unique(s.blocks.begin(), s.blocks.end()), s.blocks.end());
-  auto chose = [&](index_t tok, index_t j) {
-    const std::int32_t* blocks = s.sel.data() + tok * top_n;
-    return std::find(blocks, blocks + top_n, static_cast<std::int32_t>(j)) != blocks + top_n;
-  };
-  for (const index_t j : s.blocks) {
-    const index_t begin = j * sel_len;
+  s.chosen_by.assign(s.blocks.size() * static_cast<size_t>(tile.tokens), 0);
+  for (index_t tok = 0; tok < tile.tokens; ++tok)
+    for (index_t k = 0; k < top_n && s.sel[tok * top_n + k] >= 0; ++k) {
+      const auto at = std::lower_bound(s.blocks.begin(), s.blocks.end(), s.sel[tok * top_n + k]);
+      s.chosen_by[static_cast<size_t>((at - s.blocks.begin()) * tile.tokens + tok)] = 1;
+    }
+  for (size_t i = 0; i < s.blocks.size(); ++i) {
+    const index_t begin = s.blocks[i] * sel_len;
+    const std::uint8_t* chose = s.chosen_by.data() + i * static_cast<size_t>(tile.tokens);
     for (index_t tok = 0; tok < tile.tokens;) {
-      if (!chose(tok, j)) {
+      if (!chose[tok]) {
         ++tok;
         continue;
       }
       const index_t first = tok;
-      for (; tok < tile.tokens && chose(tok, j); ++tok) {
+      for (; tok < tile.tokens && chose[tok]; ++tok) {
         const index_t hi = std::min(begin + sel_len, tile.t0 + tok + 1);  // keys s <= t
         for (index_t g = 0; g < G; ++g) {
           s.lo[tok * G + g] = begin;
