@@ -5,10 +5,13 @@
 //   nsa bench --paper                 T = 8k, 16k, 32k, 64k, every phase (long)
 //   nsa bench --phases backward --tokens 4096 --reps 3 --json out.json
 //   nsa bench --paper --plot speedup.png  the same, and the speed-up vs T chart
+//   nsa bench --bf16                  also the forward with q, k, v stored as bf16
 //
 // Shape by default: one GQA group of the paper's model, H = 16, H_kv = 1, d_k = 192,
 // d_v = 128, batch 1, the paper's NSA config (l=32, d=16, l'=64, n=16, w=512, mlp phi),
-// shared K/V for the three branches, fp32 CPU kernels, every hardware thread.
+// shared K/V for the three branches, fp32 CPU kernels, every hardware thread. --bf16 adds
+// the forward phase again with every input rounded to bf16 (fp32 accumulation; vdpbf16ps
+// where the CPU has AVX512_BF16), and the bf16 / fp32 speed ratio per implementation.
 //
 // Phases, each timed for dense and NSA:
 //   forward   dense_forward vs nsa_forward (without saving state);
@@ -34,8 +37,10 @@
 //
 // --json FILE ('-': stdout) writes
 //   {"machine": {"fma_peak_gflops", "threads", "cpu"},
-//    "results": [{"T", "phase", "impl", "ms", "ms_min", "ms_max", "gflops", "tokens_read"}]}
-// with phase forward|backward|decode and impl dense|nsa.
+//    "results": [{"T", "phase", "impl", "dtype", "ms", "ms_min", "ms_max", "gflops",
+//                 "tokens_read"}]}
+// with phase forward|backward|decode, impl dense|nsa and dtype fp32|bf16 (bf16: --bf16,
+// forward only).
 // --plot FILE.png draws the speed-up (dense ms / NSA ms) against T (log2 axis) per phase,
 // ours solid with circles, the paper's figures dashed with diamonds in the same color
 // (src/plot, no dependency); the title names the CPU, the threads and the shape.
@@ -73,13 +78,14 @@ struct BenchOptions {
   int backward_reps = 1;
   int decode_steps = 32;
   std::vector<std::string> phases{"forward", "decode"};
+  bool bf16 = false;
   std::string json;
   std::string plot;
 };
 
 struct Result {
   index_t T = 0;
-  std::string phase, impl;
+  std::string phase, impl, dtype = "fp32";
   double ms = 0, ms_min = 0, ms_max = 0, gflops = 0, tokens_read = 0;
 };
 
@@ -166,6 +172,41 @@ struct BenchData {
     in.v = view(v.data(), H_kv, d_v);
     return in;
   }
+
+  // The same inputs rounded to bf16 (--bf16), made on first use.
+  std::vector<bf16> q16, k16, v16, gates16, phi_k16[5], phi_v16[5];
+  static std::vector<bf16> rounded(const std::vector<float>& x) {
+    std::vector<bf16> y(x.size());
+    to_bf16(x.data(), y.data(), x.size());
+    return y;
+  }
+  void make_bf16() {
+    if (!q16.empty()) return;
+    q16 = rounded(q), k16 = rounded(k), v16 = rounded(v), gates16 = rounded(gates);
+    for (int i = 0; i < 5; ++i) phi_k16[i] = rounded(phi_k[i]), phi_v16[i] = rounded(phi_v[i]);
+  }
+  NsaInputs<bf16> nsa_inputs_bf16() {
+    make_bf16();
+    NsaInputs<bf16> in;
+    in.q = view<const bf16>(q16.data(), H, d_k);
+    in.k_cmp = in.k_slc = in.k_win = view<const bf16>(k16.data(), H_kv, d_k);
+    in.v_cmp = in.v_slc = in.v_win = view<const bf16>(v16.data(), H_kv, d_v);
+    in.gates = view<const bf16>(gates16.data(), H, 3);
+    auto w = [](const std::vector<bf16>* p) {
+      return PhiWeights<bf16>{p[0].data(), p[1].data(), p[2].data(), p[3].data(), p[4].data(), nullptr};
+    };
+    in.phi_k = w(phi_k16);
+    in.phi_v = w(phi_v16);
+    return in;
+  }
+  DenseInputs<bf16> dense_inputs_bf16() {
+    make_bf16();
+    DenseInputs<bf16> in;
+    in.q = view<const bf16>(q16.data(), H, d_k);
+    in.k = view<const bf16>(k16.data(), H_kv, d_k);
+    in.v = view<const bf16>(v16.data(), H_kv, d_v);
+    return in;
+  }
 };
 
 // Keys read per query, summed over the T queries of a causal sequence.
@@ -193,8 +234,8 @@ double paper_speedup(const std::string& phase, index_t T) {
 }
 
 Result make_result(index_t T, const std::string& phase, const std::string& impl, const Timing& t,
-                   double flops, double tokens_read) {
-  return {T, phase, impl, t.ms, t.ms_min, t.ms_max, t.ms > 0 ? flops / (t.ms * 1e6) : 0.0, tokens_read};
+                   double flops, double tokens_read, const std::string& dtype = "fp32") {
+  return {T, phase, impl, dtype, t.ms, t.ms_min, t.ms_max, t.ms > 0 ? flops / (t.ms * 1e6) : 0.0, tokens_read};
 }
 
 void progress(const char* fmt, const std::string& phase, const char* impl, index_t T) {
@@ -261,6 +302,19 @@ void run_phase(const Config& config, const BenchOptions& o, const std::string& p
     }
     results.push_back(make_result(T, phase, "dense", td, factor * per_key * dense_keys, dense_keys / static_cast<double>(T)));
     results.push_back(make_result(T, phase, "nsa", tn, factor * per_key * nsa_keys, nsa_keys / static_cast<double>(T)));
+    if (fwd && o.bf16) {  // the same forward with bf16 storage
+      const char* fmt16 = "  %-8s %-5s T=%-6lld (bf16) ...";
+      const DenseInputs<bf16> din16 = data.dense_inputs_bf16();
+      const NsaInputs<bf16> nin16 = data.nsa_inputs_bf16();
+      progress(fmt16, phase, "dense", T);
+      const Timing td16 = time_reps(o.reps, [&] { dense_forward(din16, out, nullptr, pool); });
+      done(td16);
+      progress(fmt16, phase, "nsa", T);
+      const Timing tn16 = time_reps(o.reps, [&] { nsa_forward(config, nin16, out, nullptr, pool); });
+      done(tn16);
+      results.push_back(make_result(T, phase, "dense", td16, per_key * dense_keys, dense_keys / static_cast<double>(T), "bf16"));
+      results.push_back(make_result(T, phase, "nsa", tn16, per_key * nsa_keys, nsa_keys / static_cast<double>(T), "bf16"));
+    }
     return;
   }
   if (phase != "decode") throw Error("bench: unknown phase '" + phase + "' (forward, backward, decode)");
@@ -342,8 +396,8 @@ std::string fmt_speedup(double x) {
 }
 
 void print_table(std::FILE* f, const std::vector<Result>& results, double peak) {
-  std::fprintf(f, "%-8s %6s %-5s %10s %21s %8s %8s %6s %11s %8s\n", "phase", "T", "impl", "ms", "[min, max]",
-              "speedup", "GFLOP/s", "%peak", "tokens_read", "paper");
+  std::fprintf(f, "%-8s %6s %-5s %-5s %10s %21s %8s %8s %6s %11s %8s\n", "phase", "T", "impl", "dtype", "ms",
+              "[min, max]", "speedup", "GFLOP/s", "%peak", "tokens_read", "paper");
   for (size_t i = 0; i + 1 < results.size(); i += 2) {
     const Result& d = results[i];
     const Result& n = results[i + 1];
@@ -352,11 +406,22 @@ void print_table(std::FILE* f, const std::vector<Result>& results, double peak) 
       char range[64];
       std::snprintf(range, sizeof range, "[%.3f, %.3f]", r->ms_min, r->ms_max);
       const bool is_nsa = r == &n;
-      std::fprintf(f, "%-8s %6lld %-5s %10.3f %21s %8s %8.1f %5.1f%% %11.0f %8s\n", r->phase.c_str(),
-                  static_cast<long long>(r->T), r->impl.c_str(), r->ms, range,
-                  is_nsa ? fmt_speedup(speedup).c_str() : "", r->gflops, peak > 0 ? 100.0 * r->gflops / peak : 0.0,
+      // % of the fp32 FMA peak; bf16 rows have none (vdpbf16ps has twice the fp32 rate).
+      char share[16] = "-";
+      if (r->dtype == "fp32" && peak > 0) std::snprintf(share, sizeof share, "%.1f%%", 100.0 * r->gflops / peak);
+      std::fprintf(f, "%-8s %6lld %-5s %-5s %10.3f %21s %8s %8.1f %6s %11.0f %8s\n", r->phase.c_str(),
+                  static_cast<long long>(r->T), r->impl.c_str(), r->dtype.c_str(), r->ms, range,
+                  is_nsa ? fmt_speedup(speedup).c_str() : "", r->gflops, share,
                   r->tokens_read, is_nsa ? fmt_speedup(paper_speedup(r->phase, r->T)).c_str() : "");
     }
+  }
+  // bf16 against fp32, same T and implementation (--bf16).
+  for (const Result& b : results) {
+    if (b.dtype != "bf16") continue;
+    for (const Result& a : results)
+      if (a.dtype == "fp32" && a.T == b.T && a.phase == b.phase && a.impl == b.impl && b.ms > 0)
+        std::fprintf(f, "bf16 vs fp32: %s %-5s T=%lld  %.3f ms vs %.3f ms: %.2fx\n", b.phase.c_str(),
+                     b.impl.c_str(), static_cast<long long>(b.T), b.ms, a.ms, a.ms / b.ms);
   }
   std::fflush(f);
 }
@@ -381,10 +446,10 @@ void write_json(const std::string& path, const FmaPeak& peak, int threads, const
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     std::fprintf(f,
-                 "%s\n    {\"T\": %lld, \"phase\": \"%s\", \"impl\": \"%s\", \"ms\": %.6g, \"ms_min\": %.6g, "
-                 "\"ms_max\": %.6g, \"gflops\": %.6g, \"tokens_read\": %.6g}",
-                 i ? "," : "", static_cast<long long>(r.T), r.phase.c_str(), r.impl.c_str(), r.ms, r.ms_min,
-                 r.ms_max, r.gflops, r.tokens_read);
+                 "%s\n    {\"T\": %lld, \"phase\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"ms\": %.6g, "
+                 "\"ms_min\": %.6g, \"ms_max\": %.6g, \"gflops\": %.6g, \"tokens_read\": %.6g}",
+                 i ? "," : "", static_cast<long long>(r.T), r.phase.c_str(), r.impl.c_str(), r.dtype.c_str(), r.ms,
+                 r.ms_min, r.ms_max, r.gflops, r.tokens_read);
   }
   std::fprintf(f, "\n  ]\n}\n");
   const bool ok = path == "-" ? std::fflush(f) == 0 : std::fclose(f) == 0;
@@ -409,7 +474,7 @@ void write_plot(const std::string& path, const BenchOptions& o, int threads, con
   for (int p = 0; p < 3; ++p) {
     plot::Series ours{phases[p], {}, {}, plot::palette(p), false, true, plot::Marker::kCircle};
     for (size_t i = 0; i + 1 < results.size(); i += 2)
-      if (results[i].phase == phases[p] && results[i + 1].ms > 0)
+      if (results[i].phase == phases[p] && results[i].dtype == "fp32" && results[i + 1].ms > 0)
         ours.x.push_back(static_cast<double>(results[i].T)), ours.y.push_back(results[i].ms / results[i + 1].ms);
     if (ours.x.empty()) continue;
     plot::Series paper{std::string("paper ") + phases[p] + (p == 2 ? " (Table 4, expected)" : " (A100)"),
@@ -494,6 +559,8 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--phases", options->phases,
                   "phases, from forward,backward,decode (default forward,decode; --paper adds backward)")
       ->delimiter(',');
+  sub->add_flag("--bf16", options->bf16,
+                "also time the forward with q, k, v (and gates, phi) stored as bf16, and report bf16 / fp32");
   sub->add_option("--json", options->json, "write the results as JSON to FILE ('-': stdout)");
   sub->add_option("--plot", options->plot,
                   "draw the speed-up vs T of every phase, beside the paper's, as a PNG chart to FILE")
