@@ -570,12 +570,24 @@ inline void ReserveTileScratch(const QueryTile& tile, index_t rows, Scratch& s) 
 // The flash-attention loop: query rows row0 .. row0+rows-1 of the tile (state rows of
 // `st` likewise) against keys key0 .. key1-1 in tiles of kKeyTile; row r sees keys
 // lo[r] <= s < hi[r] (null: all of them). Uses s.scores and the key tiles, grown as needed.
-// keep (may be null): the masked scores are also copied out, row r's key s to
-// keep[r * keep_ld + s - key0] and -inf up to the next multiple of the vector length.
+// keep (may be null; key0 and every step a multiple of kKeyTile): each tile's
+// probabilities before normalisation are also copied out with the running max they are
+// relative to: row r's key s gets keep.p[r * keep.ld + s - key0] = exp(score - m_tile)
+// (0 where masked, and up to the next multiple of the vector length), and keep.m[r *
+// keep.m_ld + (s - key0) / kKeyTile] = m_tile. Then exp(score - lse) = p * exp(m_tile - lse)
+// needs one exp per row and tile instead of one per score (the compression branch's
+// importance pass).
+struct KeptTiles {
+  float* p = nullptr;
+  index_t ld = 0;
+  float* m = nullptr;
+  index_t m_ld = 0;
+};
+
 template <class T>
 inline void AttendRange(const QueryTile& tile, index_t row0, index_t rows, const KeyValuesT<T>& kv,
                         index_t key0, index_t key1, const index_t* lo, const index_t* hi,
-                        SoftmaxState& st, Scratch& s, float* keep = nullptr, index_t keep_ld = 0) {
+                        SoftmaxState& st, Scratch& s, const KeptTiles* keep = nullptr) {
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   ReserveTileScratch<T>(tile, rows, s);
@@ -584,12 +596,14 @@ inline void AttendRange(const QueryTile& tile, index_t row0, index_t rows, const
     // Pre-transposed keys come in fixed tiles: an unaligned start takes a shorter first step.
     n = std::min(kv.pretransposed() ? kKeyTile - s0 % kKeyTile : kKeyTile, key1 - s0);
     ScoreTile(tile, row0, rows, kv, s0, n, lo, hi, s);
-    if (keep != nullptr) {
-      const index_t n_pad = (n + NL - 1) / NL * NL;
-      for (index_t r = 0; r < rows; ++r)
-        std::copy(S + r * kKeyTile, S + r * kKeyTile + n_pad, keep + r * keep_ld + (s0 - key0));
-    }
     SoftmaxRescale(S, rows, n, st, row0);
+    if (keep != nullptr) {
+      const index_t n_pad = (n + NL - 1) / NL * NL, t = (s0 - key0) / kKeyTile;
+      for (index_t r = 0; r < rows; ++r) {
+        std::copy(S + r * kKeyTile, S + r * kKeyTile + n_pad, keep->p + r * keep->ld + (s0 - key0));
+        keep->m[r * keep->m_ld + t] = st.m[row0 + r];
+      }
+    }
 #if NSA_CPU_BF16_DOT
     if constexpr (std::is_same_v<T, bf16>) {
       if (UsePairs<T>(tile)) {

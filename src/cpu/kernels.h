@@ -70,7 +70,9 @@ struct Scratch {
   std::vector<index_t> lo, hi;     // per-row visible key interval [lo, hi)
   std::vector<float> sel_scores;   // [tokens, num_sel] importance of selection blocks
   std::vector<float> lse;          // [rows] log-sum-exp of the compression branch
-  std::vector<float> cmp_scores;   // [rows, <= num_cmp rounded up] compression scores, pass 1 -> 2
+  std::vector<float> cmp_scores;   // [rows, <= num_cmp rounded up] compression probabilities
+  std::vector<float> cmp_max;      // [rows, tiles] their running maxima (pass 1 -> 2)
+  std::vector<float> lse_scale;    // [G] exp(m_tile - lse) of one token's rows
   std::vector<std::int32_t> sel;   // [tokens, top_n] chosen blocks
   std::vector<index_t> order;      // select_blocks candidates
   std::vector<index_t> blocks;     // selection_attention: union of the tile's chosen blocks
