@@ -36,7 +36,7 @@
 // queries of tokens read per query.
 //
 // --json FILE ('-': stdout) writes
-//   {"machine": {"fma_peak_gflops", "threads", "cpu"},
+//   {"machine": {"fma_peak_gflops", "dram_read_gbs", "threads", "cpu"},
 //    "results": [{"T", "phase", "impl", "dtype", "ms", "ms_min", "ms_max", "gflops",
 //                 "tokens_read"}]}
 // with phase forward|backward|decode, impl dense|nsa and dtype fp32|bf16 (bf16: --bf16,
@@ -395,6 +395,11 @@ std::string fmt_speedup(double x) {
   return buf;
 }
 
+// Bytes the dense decode step reads per step: the whole K/V cache, fp32.
+double dense_decode_bytes(const BenchOptions& o, index_t T) {
+  return 4.0 * static_cast<double>(T) * static_cast<double>(o.kv_heads) * static_cast<double>(o.d_k + o.d_v);
+}
+
 void print_table(std::FILE* f, const std::vector<Result>& results, double peak) {
   std::fprintf(f, "%-8s %6s %-5s %-5s %10s %21s %8s %8s %6s %11s %8s\n", "phase", "T", "impl", "dtype", "ms",
               "[min, max]", "speedup", "GFLOP/s", "%peak", "tokens_read", "paper");
@@ -436,12 +441,14 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
-void write_json(const std::string& path, const FmaPeak& peak, int threads, const std::string& cpu,
-                const std::vector<Result>& results) {
+void write_json(const std::string& path, const FmaPeak& peak, double dram_gbs, int threads,
+                const std::string& cpu, const std::vector<Result>& results) {
   std::FILE* f = path == "-" ? stdout : std::fopen(path.c_str(), "w");
   if (f == nullptr) throw Error("bench: cannot write " + path);
-  std::fprintf(f, "{\n  \"machine\": {\"fma_peak_gflops\": %.3f, \"threads\": %d, \"cpu\": \"%s\"},\n",
-               peak.gflops, threads, json_escape(cpu).c_str());
+  std::fprintf(f,
+               "{\n  \"machine\": {\"fma_peak_gflops\": %.3f, \"dram_read_gbs\": %.3f, \"threads\": %d, "
+               "\"cpu\": \"%s\"},\n",
+               peak.gflops, dram_gbs, threads, json_escape(cpu).c_str());
   std::fprintf(f, "  \"results\": [");
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
@@ -511,6 +518,10 @@ int run_bench(const BenchOptions& in) {
   const FmaPeak peak = measure_fma_peak(pool);
   const std::string cpu = cpu_name();
   std::fprintf(stderr, " %.1f GFLOP/s (%s)\n", peak.gflops, peak.isa.c_str());
+  std::fprintf(stderr, "nsa bench: measuring the DRAM read bandwidth ...");
+  std::fflush(stderr);
+  const double dram_gbs = measure_read_bandwidth(pool);
+  std::fprintf(stderr, " %.1f GB/s\n", dram_gbs);
 
   std::vector<Result> results;
   for (const index_t T : o.tokens) {
@@ -526,11 +537,19 @@ int run_bench(const BenchOptions& in) {
   std::fprintf(table, "nsa bench: %s; H=%lld H_kv=%lld d_k=%lld d_v=%lld, batch 1, shared K/V, %s\n", cpu.c_str(),
               static_cast<long long>(o.heads), static_cast<long long>(o.kv_heads), static_cast<long long>(o.d_k),
               static_cast<long long>(o.d_v), config.describe().c_str());
-  std::fprintf(table, "threads %d, fp32 FMA peak %.1f GFLOP/s (%s); median of %d reps (backward %d, decode %d steps); "
-              "total %.1f s\n",
-              pool.size(), peak.gflops, peak.isa.c_str(), o.reps, o.backward_reps, o.decode_steps, total_s);
+  std::fprintf(table, "threads %d, fp32 FMA peak %.1f GFLOP/s (%s), DRAM read %.1f GB/s; median of %d reps (backward %d, "
+              "decode %d steps); total %.1f s\n",
+              pool.size(), peak.gflops, peak.isa.c_str(), dram_gbs, o.reps, o.backward_reps, o.decode_steps, total_s);
   print_table(table, results, peak.gflops);
-  if (!o.json.empty()) write_json(o.json, peak, pool.size(), cpu, results);
+  // The dense decode step reads the whole cache: its bandwidth against the measured one.
+  for (const Result& r : results)
+    if (r.phase == "decode" && r.impl == "dense" && r.ms > 0) {
+      const double gbs = dense_decode_bytes(o, r.T) / (r.ms * 1e6);
+      std::fprintf(table, "dense decode T=%lld: reads %.1f MB per step, %.1f GB/s = %.0f%% of the DRAM read bandwidth\n",
+                   static_cast<long long>(r.T), dense_decode_bytes(o, r.T) * 1e-6, gbs,
+                   dram_gbs > 0 ? 100.0 * gbs / dram_gbs : 0.0);
+    }
+  if (!o.json.empty()) write_json(o.json, peak, dram_gbs, pool.size(), cpu, results);
   if (!o.plot.empty()) {
     write_plot(o.plot, o, pool.size(), cpu, results);
     std::fprintf(table, "speed-up chart written to %s\n", o.plot.c_str());

@@ -68,6 +68,38 @@ float fma_loop_scalar(std::int64_t iters, float seed) {
 
 }  // namespace
 
+double measure_read_bandwidth(ThreadPool& pool) {
+  constexpr std::size_t kBytes = std::size_t{512} << 20;
+  const std::size_t words = kBytes / sizeof(std::uint64_t);
+  std::vector<std::uint64_t> buf(words);
+  const int threads = pool.size();
+  std::vector<std::uint64_t> sink(static_cast<size_t>(threads) * 8);
+  pool.parallel_for(threads, [&](std::int64_t begin, std::int64_t, int) {  // first touch
+    const std::size_t a = words * static_cast<std::size_t>(begin) / threads;
+    const std::size_t b = words * static_cast<std::size_t>(begin + 1) / threads;
+    for (std::size_t i = a; i < b; ++i) buf[i] = i;
+  });
+  double best = 0.0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(threads, [&](std::int64_t begin, std::int64_t, int worker) {
+      const std::size_t a = words * static_cast<std::size_t>(begin) / threads;
+      const std::size_t b = words * static_cast<std::size_t>(begin + 1) / threads;
+      std::uint64_t acc[8] = {};
+      std::size_t i = a;
+      for (; i + 8 <= b; i += 8)
+        for (int j = 0; j < 8; ++j) acc[j] += buf[i + j];
+      for (; i < b; ++i) acc[0] += buf[i];
+      for (int j = 0; j < 8; ++j) sink[static_cast<size_t>(worker) * 8] += acc[j];
+    });
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = std::max(best, static_cast<double>(kBytes) / s * 1e-9);
+  }
+  volatile std::uint64_t keep = sink[0];
+  (void)keep;
+  return best;
+}
+
 FmaPeak measure_fma_peak(ThreadPool& pool) {
   using Fn = float (*)(std::int64_t, float);
   Fn fn = fma_loop_scalar;

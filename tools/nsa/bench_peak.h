@@ -20,6 +20,12 @@ struct FmaPeak {
 // Takes well under a second.
 FmaPeak measure_fma_peak(ThreadPool& pool);
 
+// DRAM read bandwidth in GB/s (1e9 bytes/s), all threads of the pool together: each
+// thread sums its share of a 512 MiB buffer (far larger than any cache) with independent
+// 64-bit accumulators; best of 3 passes after a first touch. Takes about a second. The
+// bench relates the dense decode step (which reads the whole K/V cache) to it.
+double measure_read_bandwidth(ThreadPool& pool);
+
 // The CPU's model name (/proc/cpuinfo), or "unknown".
 std::string cpu_name();
 
