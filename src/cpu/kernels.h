@@ -159,6 +159,14 @@ void compression_attention(const Config& config, const QueryTile& tile, const Ke
 // (select_blocks.cc). Scalar: a few hundred candidates per token.
 void select_blocks(const Config& config, const QueryTile& tile, Scratch& s);
 
+// The union of a query tile's selection choices (select_blocks.cc), shared by the forward's
+// selection branch and the backward's dq pass: `tokens` consecutive tokens, token i's
+// top_n chosen blocks at sel + i * stride (-1 padded). blocks = the union, ascending;
+// chosen_by[b * tokens + i] = whether token i chose blocks[b]. The callers attend each block
+// once with the rows of every run of consecutive tokens that chose it.
+void union_of_choices(const std::int32_t* sel, index_t stride, index_t top_n, index_t tokens,
+                      std::vector<index_t>& blocks, std::vector<std::uint8_t>& chosen_by);
+
 // Selection branch (selection_attention.cc): each token's G rows attend to the tokens
 // s <= t of its chosen blocks s.sel, into s.state[kSlc].
 void selection_attention(const Config& config, const QueryTile& tile, const KeyValues& slc,

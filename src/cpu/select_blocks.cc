@@ -44,4 +44,19 @@ void select_blocks(const Config& config, const QueryTile& tile, Scratch& s) {
   }
 }
 
+void union_of_choices(const std::int32_t* sel, index_t stride, index_t top_n, index_t tokens,
+                      std::vector<index_t>& blocks, std::vector<std::uint8_t>& chosen_by) {
+  blocks.clear();
+  for (index_t i = 0; i < tokens; ++i)
+    for (index_t k = 0; k < top_n && sel[i * stride + k] >= 0; ++k) blocks.push_back(sel[i * stride + k]);
+  std::sort(blocks.begin(), blocks.end());
+  blocks.erase(std::unique(blocks.begin(), blocks.end()), blocks.end());
+  chosen_by.assign(blocks.size() * static_cast<size_t>(tokens), 0);
+  for (index_t i = 0; i < tokens; ++i)
+    for (index_t k = 0; k < top_n && sel[i * stride + k] >= 0; ++k) {
+      const auto at = std::lower_bound(blocks.begin(), blocks.end(), sel[i * stride + k]);
+      chosen_by[static_cast<size_t>((at - blocks.begin()) * tokens + i)] = 1;
+    }
+}
+
 }  // namespace nsa::cpu

@@ -24,19 +24,7 @@ void SelectionAttentionT(const Config& config, const QueryTile& tile, const KeyV
   st.reset(tile.rows, tile.d_v);
   s.lo.resize(static_cast<size_t>(tile.rows));
   s.hi.resize(static_cast<size_t>(tile.rows));
-  // The union of the tokens' choices, ascending, and per block of it which tokens chose
-  // it: chosen_by[i * tokens + tok].
-  s.blocks.clear();
-  for (index_t tok = 0; tok < tile.tokens; ++tok)
-    for (index_t k = 0; k < top_n && s.sel[tok * top_n + k] >= 0; ++k) s.blocks.push_back(s.sel[tok * top_n + k]);
-  std::sort(s.blocks.begin(), s.blocks.end());
-  s.blocks.erase(std::unique(s.blocks.begin(), s.blocks.end()), s.blocks.end());
-  s.chosen_by.assign(s.blocks.size() * static_cast<size_t>(tile.tokens), 0);
-  for (index_t tok = 0; tok < tile.tokens; ++tok)
-    for (index_t k = 0; k < top_n && s.sel[tok * top_n + k] >= 0; ++k) {
-      const auto at = std::lower_bound(s.blocks.begin(), s.blocks.end(), s.sel[tok * top_n + k]);
-      s.chosen_by[static_cast<size_t>((at - s.blocks.begin()) * tile.tokens + tok)] = 1;
-    }
+  union_of_choices(s.sel.data(), top_n, top_n, tile.tokens, s.blocks, s.chosen_by);
   for (size_t i = 0; i < s.blocks.size(); ++i) {
     const index_t begin = s.blocks[i] * sel_len;
     const std::uint8_t* chose = s.chosen_by.data() + i * static_cast<size_t>(tile.tokens);

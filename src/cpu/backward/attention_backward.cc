@@ -102,26 +102,18 @@ void QueryTileBackward(const GradProblem& gp, const BranchGrad* branches, const 
       // neighbours score alike), so each block of the union of their choices is scored
       // once against the rows of every run of consecutive tokens that chose it (one run,
       // all R rows, when they all did), each row to keys s <= t of the block.
-      s.blocks.clear();
-      for (index_t tok = 0; tok < tokens; ++tok) {
-        const std::int32_t* chosen = br.sel + ((seq.row0 + t0 + tok) * gp.kv_heads + kvh) * br.top_n;
-        for (index_t k = 0; k < br.top_n && chosen[k] >= 0; ++k) s.blocks.push_back(chosen[k]);
-      }
-      std::sort(s.blocks.begin(), s.blocks.end());
-      s.blocks.erase(std::unique(s.blocks.begin(), s.blocks.end()), s.blocks.end());
-      auto chose = [&](index_t tok, std::int32_t j) {
-        const std::int32_t* chosen = br.sel + ((seq.row0 + t0 + tok) * gp.kv_heads + kvh) * br.top_n;
-        return std::find(chosen, chosen + br.top_n, j) != chosen + br.top_n;
-      };
-      for (const std::int32_t j : s.blocks) {
-        const index_t begin = j * br.sel_len;
+      union_of_choices(br.sel + ((seq.row0 + t0) * gp.kv_heads + kvh) * br.top_n, gp.kv_heads * br.top_n,
+                       br.top_n, tokens, s.blocks, s.chosen_by);
+      for (size_t i = 0; i < s.blocks.size(); ++i) {
+        const index_t begin = s.blocks[i] * br.sel_len;
+        const std::uint8_t* chose = s.chosen_by.data() + i * static_cast<size_t>(tokens);
         for (index_t tok = 0; tok < tokens;) {
-          if (!chose(tok, j)) {
+          if (!chose[tok]) {
             ++tok;
             continue;
           }
           const index_t first = tok;
-          for (; tok < tokens && chose(tok, j); ++tok) {
+          for (; tok < tokens && chose[tok]; ++tok) {
             const index_t hi = std::min(begin + br.sel_len, t0 + tok + 1);
             for (index_t g = 0; g < G; ++g) {
               s.lo[tok * G + g] = begin;

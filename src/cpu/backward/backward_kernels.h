@@ -58,7 +58,8 @@ struct GradProblem {
 // Per-worker scratch, reused across tasks (grown on demand).
 struct BwdScratch {
   std::vector<index_t> tokens;          // query positions of a key tile
-  std::vector<std::int32_t> blocks;     // selection blocks chosen by a query tile
+  std::vector<index_t> blocks;          // selection blocks chosen by a query tile
+  std::vector<std::uint8_t> chosen_by;  // [blocks, tokens]: which tokens chose each
   std::vector<float> q, d_o;            // packed rows [R, d_k] (scaled), [R, d_v]
   std::vector<float> gate, lse, dot;    // [R] (query-major: [3, R])
   std::vector<index_t> lo, hi;          // [R] (query-major: [3, R])
