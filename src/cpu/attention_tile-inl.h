@@ -516,38 +516,43 @@ HWY_INLINE void ValueBlock(D d, const float* const* p, index_t n, const T* v, in
     for (int y = 0; y < NV; ++y) hn::StoreU(acc[x][y], d, o[x] + c + y * NL);
 }
 
-// acc[row0 + r] += sum_j P[r][j] v[s0 + j] (P from SoftmaxRescale, in S): blocks of 4 rows x
-// kBlockVecs vectors of d_v (then 2, then 1), d_v's tail scalar.
+// O [R, d_v] += P [R, n] V [n, d_v]: row r of P at p + r * ldp, of O at o + r * ldo, value
+// j at v + j * v_stride (T = bf16 widens). Blocks of 4 rows (remainder rows re-read the
+// last real row and store identical values) x kBlockVecs vectors of d_v (then 2, then 1;
+// ValueBlock), d_v's tail scalar.
+template <class T>
+inline void RowsTimesValues(const float* p, index_t ldp, index_t R, index_t n, const T* v, index_t v_stride,
+                            index_t d_v, float* o, index_t ldo) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t Dv = d_v - d_v % NL;
+  for (index_t r0 = 0; r0 < R; r0 += 4) {
+    const float* pr[4];
+    float* or_[4];
+    for (index_t x = 0; x < 4; ++x) {
+      const index_t r = std::min(r0 + x, R - 1);
+      pr[x] = p + r * ldp;
+      or_[x] = o + r * ldo;
+    }
+    index_t c = 0;
+    for (; c + kBlockVecs * NL <= Dv; c += kBlockVecs * NL) ValueBlock<kBlockVecs>(d, pr, n, v, v_stride, c, or_);
+    for (; c + 2 * NL <= Dv; c += 2 * NL) ValueBlock<2>(d, pr, n, v, v_stride, c, or_);
+    for (; c < Dv; c += NL) ValueBlock<1>(d, pr, n, v, v_stride, c, or_);
+    for (index_t x = 0; x < 4 && r0 + x < R; ++x)
+      for (index_t cc = Dv; cc < d_v; ++cc) {
+        float sum = or_[x][cc];
+        for (index_t j = 0; j < n; ++j) sum += pr[x][j] * ToFloat(v[j * v_stride + cc]);
+        or_[x][cc] = sum;
+      }
+  }
+}
+
+// acc[row0 + r] += sum_j P[r][j] v[s0 + j] (P from SoftmaxRescale, in S): RowsTimesValues.
 template <class T>
 inline void AccumulateValues(const float* S, index_t rows, index_t n, const KeyValuesT<T>& kv,
                              index_t s0, SoftmaxState& st, index_t row0) {
-  const hn::ScalableTag<float> d;
-  const index_t NL = static_cast<index_t>(hn::Lanes(d));
-  const index_t d_v = st.dim;
-  const index_t Dv = d_v - d_v % NL;
-  const T* vbase = kv.v + s0 * kv.v_stride;
-  for (index_t r0 = 0; r0 < rows; r0 += 4) {
-    const index_t nr = std::min<index_t>(4, rows - r0);
-    const float* p[4];
-    float* o[4];
-    for (index_t x = 0; x < 4; ++x) {
-      const index_t r = r0 + std::min<index_t>(x, nr - 1);
-      p[x] = S + r * kKeyTile;
-      o[x] = st.acc_row(row0 + r);
-    }
-    index_t c = 0;
-    for (; c + kBlockVecs * NL <= Dv; c += kBlockVecs * NL)
-      ValueBlock<kBlockVecs>(d, p, n, vbase, kv.v_stride, c, o);
-    for (; c + 2 * NL <= Dv; c += 2 * NL) ValueBlock<2>(d, p, n, vbase, kv.v_stride, c, o);
-    for (; c < Dv; c += NL) ValueBlock<1>(d, p, n, vbase, kv.v_stride, c, o);
-    for (index_t x = 0; x < nr; ++x) {
-      for (index_t cc = Dv; cc < d_v; ++cc) {
-        float sum = o[x][cc];
-        for (index_t j = 0; j < n; ++j) sum += p[x][j] * ToFloat(vbase[j * kv.v_stride + cc]);
-        o[x][cc] = sum;
-      }
-    }
-  }
+  RowsTimesValues(S, kKeyTile, rows, n, kv.v + s0 * kv.v_stride, kv.v_stride, st.dim, st.acc_row(row0),
+                  st.dim);
 }
 
 // Sizes the score tile [rows, kKeyTile] and the key tile of the path in use: transposed

@@ -3,7 +3,8 @@
 // time, on the forward's building blocks (cpu/attention_tile-inl.h):
 //   scores   a chunk of keys transposed (TransposeTile), then ScoresFromTransposed
 //   softmax  max, exp(s - max) and its sum per row, vectorised
-//   P V      ValueBlock: 4 rows x up to 4 vectors of d_v, values read straight from the cache
+//   P V      RowsTimesValues (ValueBlock: 4 rows x up to 4 vectors of d_v), values read
+//            straight from the cache
 // Both products walk the keys in chunks of kKeyTile, so each cache row comes from memory
 // once per step and the G rows reuse it from cache.
 #include <algorithm>
@@ -49,9 +50,6 @@ inline void ExpRow(float* row, index_t n, float& m, float& l) {
 void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v,
                          const decode::Segment* segs, index_t nsegs, float* m, float* l, float* acc,
                          float* probs, index_t n) {
-  const hn::ScalableTag<float> d;
-  const index_t NL = static_cast<index_t>(hn::Lanes(d));
-  const index_t Dv = d_v - d_v % NL;
   // Scores probs [G, n], key-major in chunks of kKeyTile keys: the chunk is transposed
   // (kt [d_k, kKeyTile]) so that the G rows' scores need no horizontal sums.
   thread_local std::vector<float> kt, S;  // per worker thread, grown once
@@ -71,26 +69,7 @@ void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
-      const float* v = segs[s].v + c0 * d_v;
-      for (index_t r0 = 0; r0 < group; r0 += 4) {
-        const float* p[4];
-        float* o[4];
-        for (index_t x = 0; x < 4; ++x) {
-          const index_t r = std::min(r0 + x, group - 1);
-          p[x] = probs + r * n + col + c0;
-          o[x] = acc + r * d_v;
-        }
-        index_t c = 0;
-        for (; c + kBlockVecs * NL <= Dv; c += kBlockVecs * NL) ValueBlock<kBlockVecs>(d, p, cn, v, d_v, c, o);
-        for (; c + 2 * NL <= Dv; c += 2 * NL) ValueBlock<2>(d, p, cn, v, d_v, c, o);
-        for (; c < Dv; c += NL) ValueBlock<1>(d, p, cn, v, d_v, c, o);
-        for (index_t x = 0; x < 4 && r0 + x < group; ++x)
-          for (index_t cc = Dv; cc < d_v; ++cc) {
-            float sum = o[x][cc];
-            for (index_t j = 0; j < cn; ++j) sum += p[x][j] * v[j * d_v + cc];
-            o[x][cc] = sum;
-          }
-      }
+      RowsTimesValues(probs + col + c0, n, group, cn, segs[s].v + c0 * d_v, d_v, d_v, acc, d_v);
     }
 }
 
