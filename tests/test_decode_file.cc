@@ -73,7 +73,11 @@ struct Layer {
   }
 };
 
-DecodeShape small_shape(bool shared = false) { return DecodeShape{4, 2, 16, 8, shared, 3}; }
+DecodeShape small_shape(bool shared = false, CacheStorage storage = CacheStorage::fp32) {
+  DecodeShape s{4, 2, 16, 8, shared, 3};
+  s.storage = storage;
+  return s;
+}
 
 // Runs `steps` batched steps of random tokens (sequence s joins at step 20 * s) and
 // appends the outputs to `outs`.
@@ -97,8 +101,10 @@ std::vector<char> snapshot(const DecodeCache& cache, const std::string& path) {
 }
 
 TEST_F(DecodeFile, SaveRestoreContinueIsBitwiseIdentical) {
+  for (const CacheStorage storage : {CacheStorage::fp32, CacheStorage::bf16})
   for (bool shared : {false, true}) {
-    const Layer layer(small_options(), small_shape(shared));
+    SCOPED_TRACE(storage == CacheStorage::bf16 ? "bf16 storage" : "fp32 storage");
+    const Layer layer(small_options(), small_shape(shared, storage));
     ThreadPool pool(2);
     // Uninterrupted: 150 steps.
     DecodeCache a = layer.make();
@@ -170,7 +176,7 @@ TEST_F(DecodeFile, CorruptedTruncatedAndMissingFilesAreRejected) {
   const std::string bad = path("bad.nsa");
 
   // A flipped byte anywhere: magic, version, header fields, positions, payload.
-  const size_t header = 24 + 8 * 10 + 8 * 7 + 8 + 8 * 3 + 24;
+  const size_t header = 24 + 8 * 10 + 8 * 8 + 8 + 8 * 3 + 24;
   for (size_t at : {size_t{0}, size_t{9}, size_t{40}, size_t{130}, size_t{header - 1}, header + 3,
                     good.size() / 2, good.size() - 1}) {
     std::vector<char> b = good;
@@ -179,6 +185,14 @@ TEST_F(DecodeFile, CorruptedTruncatedAndMissingFilesAreRejected) {
     SCOPED_TRACE("flipped byte " + std::to_string(at));
     const std::string what = at < 8 ? "bad magic" : at < 12 ? "version" : at < header ? "corrupted" : "checksum";
     expect_rejected(target, bad, what, before, path("target.nsa"));
+  }
+  // A file of the previous format (version 1: no storage field) is refused by name.
+  {
+    std::vector<char> b = good;
+    b[8] = 1;
+    write_file(bad, b);
+    expect_rejected(target, bad, "unsupported file version 1 (this build reads version 2)", before,
+                    path("target.nsa"));
   }
   // Truncated anywhere, and trailing garbage.
   for (size_t len : {size_t{0}, size_t{10}, size_t{30}, header - 1, header, good.size() - 1}) {
@@ -217,6 +231,10 @@ TEST_F(DecodeFile, MismatchedFilesAreRejected) {
 
   Layer(small_options(), small_shape(/*shared=*/true)).make().save(path("shared.nsa"));
   expect_rejected(target, path("shared.nsa"), "another shape", before, path("target.nsa"));
+
+  Layer(small_options(), small_shape(false, CacheStorage::bf16)).make().save(path("bf16.nsa"));
+  expect_rejected(target, path("bf16.nsa"), "written by a cache with bf16 storage, this cache stores fp32", before,
+                  path("target.nsa"));
 
   Layer(small_options(), small_shape(), /*seed=*/2).make().save(path("weights.nsa"));
   expect_rejected(target, path("weights.nsa"), "phi weights", before, path("target.nsa"));

@@ -10,6 +10,14 @@
 //                         then the three branches are computed for the new query.
 // Decode at position t gives row t of a prefill of the same tokens (fp32 tolerance).
 //
+// Storage (DecodeShape::storage): fp32, or bf16, which halves the cache's memory and the
+// bytes a step reads. A bf16 cache computes NSA on bf16 values: q, K, V, gates and phi's
+// weights are rounded to bf16 as they come in (the caller's views stay fp32), phi runs in
+// fp32 and its outputs Kc/Vc are rounded to bf16, products accumulate in fp32, exactly
+// the function nsa_forward computes on bf16 inputs; prefill of an empty sequence is that
+// forward. Accuracy: the spec's bf16 tolerance against the float64 reference run on the
+// rounded values.
+//
 // Storage grows in chunks of `chunk_tokens` tokens (a multiple of sel_block): appending
 // never copies what is already stored. Chunk c of a sequence holds, per stream
 // (k_cmp, k_slc, k_win, v_cmp, v_slc, v_win; k and v only when K/V are shared), the
@@ -19,11 +27,13 @@
 // File format of save/load (little-endian):
 //   header: magic "NSADCACH", u32 version, u32 byte-order mark 0x01020304, u64 header bytes,
 //           config (l, d, l', n, n_init, n_local, w, phi kind, phi hidden as i64; scale f64),
-//           shape (H, H_kv, d_k, d_v, shared_kv, max_seqs, max_tokens as i64),
-//           u64 FNV-1a 64 of the phi weights, i64 position of every sequence,
+//           shape (H, H_kv, d_k, d_v, shared_kv, max_seqs, max_tokens, storage (0 fp32,
+//           1 bf16) as i64), u64 FNV-1a 64 of the phi weights (as stored: bf16-rounded
+//           in a bf16 cache), i64 position of every sequence,
 //           u64 payload bytes, u64 FNV-1a 64 of the payload, u64 FNV-1a 64 of the header;
 //   payload: per sequence, per raw stream, per kv head its rows [t, dim]; then Kc and Vc
-//           per kv head [N_cmp(t), dim]. fp32.
+//           per kv head [N_cmp(t), dim]. Elements in the cache's storage type (fp32, or
+//           bf16 as its 16 bits). Version 2 (version 1 had no storage field; it is refused).
 // A save writes a temporary file next to the target and renames it into place; a load
 // reads into a new cache and swaps it in only once everything has been checked.
 #pragma once
@@ -56,6 +66,9 @@ class DecodeFileError : public Error {
   Kind kind_;
 };
 
+// The element type of a cache's K/V and Kc/Vc (see the top of this file).
+enum class CacheStorage : int { fp32 = 0, bf16 = 1 };
+
 // Sizes of one layer's cache.
 struct DecodeShape {
   index_t heads = 0, kv_heads = 0;  // H, H_kv (H a multiple of H_kv)
@@ -65,6 +78,7 @@ struct DecodeShape {
   index_t max_tokens = 0;           // per-sequence limit; 0 = unbounded
   index_t chunk_tokens = 0;         // growth granularity; 0 = the smallest multiple of
                                     //   sel_block >= 256; must be a multiple of sel_block
+  CacheStorage storage = CacheStorage::fp32;
 };
 
 // The tokens given to prefill (B = 1, T = prompt length) or step (B = sequences, T = 1).
@@ -166,6 +180,10 @@ class DecodeCache {
 //   q [H, d_k]; k [T, H_kv, d_k]; v [T, H_kv, d_v]; out [H, d_v]; scale 0 = 1/sqrt(d_k).
 // Threads split the kv heads and, for long caches, the keys (split-K with a merge).
 void dense_decode_step(const float* q, const float* k, const float* v, index_t tokens,
+                       index_t heads, index_t kv_heads, index_t d_k, index_t d_v, double scale,
+                       float* out, ThreadPool& pool);
+// The same over a bf16 cache (k, v bf16; q used as given, fp32 accumulation).
+void dense_decode_step(const float* q, const bf16* k, const bf16* v, index_t tokens,
                        index_t heads, index_t kv_heads, index_t d_k, index_t d_v, double scale,
                        float* out, ThreadPool& pool);
 

@@ -6,7 +6,8 @@
 //   P V      RowsTimesValues (ValueBlock: 4 rows x up to 4 vectors of d_v), values read
 //            straight from the cache
 // Both products walk the keys in chunks of kKeyTile, so each cache row comes from memory
-// once per step and the G rows reuse it from cache.
+// once per step and the G rows reuse it from cache. A bf16 cache's rows are widened to
+// fp32 as they are read (by the transpose and by ValueBlock).
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -47,9 +48,10 @@ inline void ExpRow(float* row, index_t n, float& m, float& l) {
   l = sum;
 }
 
-void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v,
-                         const decode::Segment* segs, index_t nsegs, float* m, float* l, float* acc,
-                         float* probs, index_t n) {
+template <class E>  // stored element: float or bf16
+void AttendSegments(const float* q, index_t group, index_t d_k, index_t d_v,
+                    const decode::Segment* segs, index_t nsegs, float* m, float* l, float* acc,
+                    float* probs, index_t n) {
   // Scores probs [G, n], key-major in chunks of kKeyTile keys: the chunk is transposed
   // (kt [d_k, kKeyTile]) so that the G rows' scores need no horizontal sums.
   thread_local std::vector<float> kt, S;  // per worker thread, grown once
@@ -58,7 +60,7 @@ void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
-      TransposeTile(segs[s].k, d_k, c0, cn, d_k, kt.data());
+      TransposeTile(static_cast<const E*>(segs[s].k), d_k, c0, cn, d_k, kt.data());
       ScoresFromTransposed(q, group, d_k, kt.data(), 0, cn, nullptr, nullptr, S.data());
       for (index_t g = 0; g < group; ++g)
         std::copy(S.data() + g * kKeyTile, S.data() + g * kKeyTile + cn, probs + g * n + col + c0);
@@ -69,8 +71,18 @@ void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
-      RowsTimesValues(probs + col + c0, n, group, cn, segs[s].v + c0 * d_v, d_v, d_v, acc, d_v);
+      RowsTimesValues(probs + col + c0, n, group, cn, static_cast<const E*>(segs[s].v) + c0 * d_v, d_v,
+                      d_v, acc, d_v);
     }
+}
+
+void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v, bool bf16_storage,
+                         const decode::Segment* segs, index_t nsegs, float* m, float* l, float* acc,
+                         float* probs, index_t n) {
+  if (bf16_storage)
+    AttendSegments<bf16>(q, group, d_k, d_v, segs, nsegs, m, l, acc, probs, n);
+  else
+    AttendSegments<float>(q, group, d_k, d_v, segs, nsegs, m, l, acc, probs, n);
 }
 
 }  // namespace nsa::cpu::HWY_NAMESPACE
@@ -83,8 +95,9 @@ HWY_EXPORT(DecodeAttendPartial);
 
 namespace nsa::decode {
 
-void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
-                    index_t nsegs, float* m, float* l, float* acc, std::vector<float>& probs) {
+void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
+                    const Segment* segs, index_t nsegs, float* m, float* l, float* acc,
+                    std::vector<float>& probs) {
   index_t n = 0;
   for (index_t s = 0; s < nsegs; ++s) n += segs[s].count;
   probs.resize(static_cast<size_t>(group * n));
@@ -94,8 +107,8 @@ void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, con
     std::fill(l, l + group, 0.0f);
     return;
   }
-  HWY_DYNAMIC_DISPATCH(cpu::DecodeAttendPartial)(q, group, d_k, d_v, segs, nsegs, m, l, acc,
-                                                 probs.data(), n);
+  HWY_DYNAMIC_DISPATCH(cpu::DecodeAttendPartial)(q, group, d_k, d_v, storage == CacheStorage::bf16,
+                                                 segs, nsegs, m, l, acc, probs.data(), n);
 }
 
 }  // namespace nsa::decode

@@ -25,12 +25,15 @@ namespace {
 std::string str(index_t x) { return std::to_string(x); }
 
 // Copies the weights phi needs (validated: present and finite) into buf, returns views.
+// round_bf16: the copies are rounded to bf16 values (a bf16 cache).
 PhiWeights<float> copy_phi(const Config& config, const PhiWeights<float>& w, index_t dim,
-                           const char* name, std::vector<float>* buf) {
+                           const char* name, bool round_bf16, std::vector<float>* buf) {
   detail::check_phi(config, w, dim, name, /*check_values=*/true);
   const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
   auto take = [&](int slot, const float* p, index_t n) -> const float* {
     buf[slot].assign(p, p + n);
+    if (round_bf16)
+      for (float& x : buf[slot]) x = static_cast<float>(bf16(x));
     return buf[slot].data();
   };
   PhiWeights<float> out;
@@ -188,8 +191,8 @@ void store_raw(const DecodeCache::State& st, DecodeSequence& q, const DecodeToke
       for (index_t s = 0; s < T; ++s) {
         const float* k = ks[b]->ptr(0, s, h);
         const float* v = vs[b]->ptr(0, s, h);
-        std::copy(k, k + d_k, st.key(q, b, h, q.pos + s));
-        std::copy(v, v + d_v, st.value(q, b, h, q.pos + s));
+        st.put(st.key(q, b, h, q.pos + s), k, d_k);
+        st.put(st.value(q, b, h, q.pos + s), v, d_v);
       }
 }
 
@@ -199,6 +202,67 @@ void init_sequence(const DecodeCache::State& st, DecodeSequence& q) {
   q.chunks.clear();
   q.read.assign(static_cast<size_t>(st.shape.kv_heads), TokensRead{});
   q.sel.assign(static_cast<size_t>(st.shape.kv_heads * st.config.top_n()), -1);
+}
+
+
+// The NsaInputs of a prompt (B = 1) over the cache's phi weights.
+template <class T>
+NsaInputs<T> prompt_inputs(const DecodeCache::State& st, const TensorView<const T>* views,
+                           const PhiWeights<T>& phi_k, const PhiWeights<T>& phi_v) {
+  const bool sh = st.shape.shared_kv;
+  NsaInputs<T> in;
+  in.q = views[0];
+  in.k_cmp = views[1];
+  in.v_cmp = views[2];
+  in.k_slc = sh ? views[1] : views[3];
+  in.v_slc = sh ? views[2] : views[4];
+  in.k_win = sh ? views[1] : views[5];
+  in.v_win = sh ? views[2] : views[6];
+  in.gates = views[7];
+  in.phi_k = phi_k;
+  in.phi_v = phi_v;
+  return in;
+}
+
+// The prompt of an empty sequence, fp32 cache: nsa_forward on the caller's views.
+void forward_fp32(const DecodeCache::State& st, const DecodeTokens& x, TensorView<float> out,
+                  NsaSaved<float>& saved, ThreadPool& pool) {
+  const TensorView<const float> views[8] = {x.q, x.k_cmp, x.v_cmp, x.k_slc, x.v_slc, x.k_win, x.v_win, x.gates};
+  nsa_forward(st.config, prompt_inputs(st, views, st.phi_k, st.phi_v), out, &saved, pool);
+}
+
+// The prompt of an empty sequence, bf16 cache: nsa_forward on bf16 copies of the views
+// (contiguous [1, T, heads, dim]) and of phi's weights. Kc/Vc in saved are bf16 values.
+void forward_bf16(const DecodeCache::State& st, const DecodeTokens& x, TensorView<float> out,
+                  NsaSaved<float>& saved, ThreadPool& pool) {
+  const TensorView<const float>* src[8] = {&x.q, &x.k_cmp, &x.v_cmp, &x.k_slc, &x.v_slc, &x.k_win, &x.v_win, &x.gates};
+  std::vector<bf16> copies[8];
+  TensorView<const bf16> views[8];
+  for (int i = 0; i < 8; ++i) {
+    const TensorView<const float>& v = *src[i];
+    if (v.empty()) continue;  // a shared cache's unused streams
+    const index_t T = v.shape[1], heads = v.shape[2], dim = v.shape[3];
+    copies[i].resize(static_cast<size_t>(T * heads * dim));
+    for (index_t t = 0; t < T; ++t)
+      for (index_t h = 0; h < heads; ++h)
+        to_bf16(v.ptr(0, t, h), copies[i].data() + (t * heads + h) * dim, static_cast<size_t>(dim));
+    views[i] = contiguous_view(static_cast<const bf16*>(copies[i].data()), 1, T, heads, dim);
+  }
+  std::vector<bf16> phi_bufs[2][6];
+  PhiWeights<bf16> phi[2];
+  const std::vector<float>* bufs[2] = {st.phi_k_buf, st.phi_v_buf};
+  for (int kind = 0; kind < 2; ++kind) {
+    const bf16* p[6] = {};
+    for (int i = 0; i < 6; ++i) {
+      const std::vector<float>& w = bufs[kind][i];
+      if (w.empty()) continue;
+      phi_bufs[kind][i].resize(w.size());
+      to_bf16(w.data(), phi_bufs[kind][i].data(), w.size());  // exact: already bf16 values
+      p[i] = phi_bufs[kind][i].data();
+    }
+    phi[kind] = {p[0], p[1], p[2], p[3], p[4], p[5]};
+  }
+  nsa_forward(st.config, prompt_inputs(st, views, phi[0], phi[1]), out, &saved, pool);
 }
 
 }  // namespace
@@ -216,6 +280,9 @@ DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeight
                 " must be a multiple of key/value heads H_kv = " + str(s.kv_heads));
   if (s.max_seqs <= 0) throw Error("DecodeShape: max_seqs must be positive, got " + str(s.max_seqs));
   if (s.max_tokens < 0) throw Error("DecodeShape: max_tokens must be >= 0 (0 = unbounded), got " + str(s.max_tokens));
+  if (s.storage != CacheStorage::fp32 && s.storage != CacheStorage::bf16)
+    throw Error("DecodeShape: storage must be CacheStorage::fp32 or CacheStorage::bf16, got " +
+                str(static_cast<int>(s.storage)));
   const index_t lp = c.sel_block();
   if (s.chunk_tokens < 0 || s.chunk_tokens % lp != 0)
     throw Error("DecodeShape: chunk_tokens must be 0 or a positive multiple of sel_block = " + str(lp) +
@@ -225,6 +292,7 @@ DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeight
   chunk = shape.chunk_tokens;
   cmp_per_chunk = chunk / c.stride();
   kv_streams = s.shared_kv ? 1 : kNumBranches;
+  elem_bytes = decode::element_bytes(s.storage);
   index_t off = 0;
   for (int b = 0; b < kNumBranches; ++b) {
     off_k[b] = b < kv_streams ? off : off_k[0];
@@ -238,11 +306,11 @@ DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeight
   off += s.kv_heads * cmp_per_chunk * s.d_k;
   off_vc = off;
   off += s.kv_heads * cmp_per_chunk * s.d_v;
-  chunk_floats = off;
+  chunk_elems = off;
   scale = static_cast<float>(c.scale_for(s.d_k));
 
-  phi_k = copy_phi(c, pk, s.d_k, "phi_k", phi_k_buf);
-  phi_v = copy_phi(c, pv, s.d_v, "phi_v", phi_v_buf);
+  phi_k = copy_phi(c, pk, s.d_k, "phi_k", is_bf16(), phi_k_buf);
+  phi_v = copy_phi(c, pv, s.d_v, "phi_v", is_bf16(), phi_v_buf);
   std::uint64_t h = fnv1a64(nullptr, 0);
   for (const auto* bufs : {phi_k_buf, phi_v_buf})
     for (int i = 0; i < 6; ++i) {
@@ -264,7 +332,7 @@ std::unique_ptr<DecodeCache::State> DecodeCache::State::empty_copy() const {
 void DecodeCache::State::reserve(DecodeSequence& q, index_t tokens) const {
   const auto need = static_cast<size_t>((tokens + chunk - 1) / chunk);
   while (q.chunks.size() < need)
-    q.chunks.push_back(std::unique_ptr<float[]>(new float[static_cast<size_t>(chunk_floats)]));
+    q.chunks.push_back(std::unique_ptr<std::byte[]>(new std::byte[static_cast<size_t>(chunk_elems * elem_bytes)]));
 }
 
 DecodeSequence& DecodeCache::State::sequence(index_t seq, const char* what) {
@@ -304,19 +372,11 @@ void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> 
     for (index_t tok = 0; tok < T; ++tok) run_step(st, &seq, 1, x, tok, out, pool);
     return;
   }
-  NsaInputs<float> in;
-  in.q = x.q;
-  in.k_cmp = x.k_cmp;
-  in.v_cmp = x.v_cmp;
-  in.k_slc = st.shape.shared_kv ? x.k_cmp : x.k_slc;
-  in.v_slc = st.shape.shared_kv ? x.v_cmp : x.v_slc;
-  in.k_win = st.shape.shared_kv ? x.k_cmp : x.k_win;
-  in.v_win = st.shape.shared_kv ? x.v_cmp : x.v_win;
-  in.gates = x.gates;
-  in.phi_k = st.phi_k;
-  in.phi_v = st.phi_v;
   NsaSaved<float> saved;
-  nsa_forward(st.config, in, out, &saved, pool);
+  if (st.is_bf16())
+    forward_bf16(st, x, out, saved, pool);
+  else
+    forward_fp32(st, x, out, saved, pool);
 
   DecodeSequence fresh;
   init_sequence(st, fresh);
@@ -327,8 +387,8 @@ void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> 
     for (index_t h = 0; h < H_kv; ++h) {
       const float* kc = saved.k_cmp_blocks.data() + (i * H_kv + h) * st.shape.d_k;
       const float* vc = saved.v_cmp_blocks.data() + (i * H_kv + h) * st.shape.d_v;
-      std::copy(kc, kc + st.shape.d_k, st.kc(fresh, h, i));
-      std::copy(vc, vc + st.shape.d_v, st.vc(fresh, h, i));
+      st.put(st.kc(fresh, h, i), kc, st.shape.d_k);  // bf16: already bf16 values
+      st.put(st.vc(fresh, h, i), vc, st.shape.d_v);
     }
   std::int64_t read = 0;
   for (index_t t = 0; t < T; ++t)
@@ -414,7 +474,7 @@ DecodeMemory DecodeCache::memory() const {
   const State& st = *state_;
   DecodeMemory m;
   m.chunk_tokens = st.chunk;
-  m.chunk_bytes = static_cast<std::size_t>(st.chunk_floats) * sizeof(float);
+  m.chunk_bytes = static_cast<std::size_t>(st.chunk_elems * st.elem_bytes);
   std::size_t bytes = sizeof(State);
   for (const auto* bufs : {st.phi_k_buf, st.phi_v_buf})
     for (int i = 0; i < 6; ++i) bytes += bufs[i].capacity() * sizeof(float);

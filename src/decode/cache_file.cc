@@ -23,10 +23,10 @@ namespace nsa {
 namespace {
 
 constexpr char kMagic[8] = {'N', 'S', 'A', 'D', 'C', 'A', 'C', 'H'};
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;  // 2: the storage field (bf16 caches)
 constexpr std::uint32_t kByteOrder = 0x01020304;
 constexpr int kConfigFields = 10;  // l, d, l', n, n_init, n_local, w, phi, phi_hidden, scale
-constexpr int kShapeFields = 7;    // H, H_kv, d_k, d_v, shared_kv, max_seqs, max_tokens
+constexpr int kShapeFields = 8;    // H, H_kv, d_k, d_v, shared_kv, max_seqs, max_tokens, storage
 
 // Bytes of a header for max_seqs sequences.
 std::uint64_t header_size(index_t max_seqs) {
@@ -81,7 +81,8 @@ std::vector<unsigned char> encode_header(const DecodeCache::State& st, std::uint
                          std::int64_t{o.window}, static_cast<std::int64_t>(o.phi), std::int64_t{o.phi_hidden}})
     w.i64(x);
   w.f64(o.scale);
-  for (std::int64_t x : {s.heads, s.kv_heads, s.d_k, s.d_v, std::int64_t{s.shared_kv}, s.max_seqs, s.max_tokens})
+  for (std::int64_t x : {s.heads, s.kv_heads, s.d_k, s.d_v, std::int64_t{s.shared_kv}, s.max_seqs, s.max_tokens,
+                         static_cast<std::int64_t>(s.storage)})
     w.i64(x);
   w.u64(st.phi_fingerprint);
   for (const DecodeSequence& q : st.seqs) w.i64(q.pos);
@@ -91,8 +92,9 @@ std::vector<unsigned char> encode_header(const DecodeCache::State& st, std::uint
   return w.b;
 }
 
-// Visits the payload of sequence q holding `pos` tokens as contiguous float runs, in file
-// order: raw K streams, raw V streams (per kv head, chunk by chunk), then Kc and Vc.
+// Visits the payload of sequence q holding `pos` tokens as contiguous runs of stored
+// elements (fn(bytes, element count)), in file order: raw K streams, raw V streams (per
+// kv head, chunk by chunk), then Kc and Vc.
 template <class Fn>
 void for_each_run(const DecodeCache::State& st, const DecodeSequence& q, index_t pos, Fn&& fn) {
   const index_t C = st.chunk, H_kv = st.shape.kv_heads;
@@ -112,9 +114,10 @@ void for_each_run(const DecodeCache::State& st, const DecodeSequence& q, index_t
   }
 }
 
-std::uint64_t payload_floats(const DecodeCache::State& st, index_t pos) {
+// Bytes of the payload of a sequence holding `pos` tokens.
+std::uint64_t payload_bytes(const DecodeCache::State& st, index_t pos) {
   const index_t ncmp = st.config.num_cmp_blocks(pos);
-  return static_cast<std::uint64_t>(st.shape.kv_heads) *
+  return static_cast<std::uint64_t>(st.elem_bytes) * st.shape.kv_heads *
          (static_cast<std::uint64_t>(st.kv_streams) * pos * (st.shape.d_k + st.shape.d_v) +
           static_cast<std::uint64_t>(ncmp) * (st.shape.d_k + st.shape.d_v));
 }
@@ -131,6 +134,14 @@ std::string describe_shape(const DecodeShape& s) {
   return "H=" + std::to_string(s.heads) + " H_kv=" + std::to_string(s.kv_heads) + " d_k=" +
          std::to_string(s.d_k) + " d_v=" + std::to_string(s.d_v) + (s.shared_kv ? " shared" : " independent") +
          " K/V";
+}
+
+const char* storage_name(CacheStorage s) {
+  switch (s) {
+    case CacheStorage::fp32: return "fp32";
+    case CacheStorage::bf16: return "bf16";
+  }
+  return "an unknown storage type";
 }
 
 // Closes the file and removes the temporary on every path out of save().
@@ -169,8 +180,8 @@ void DecodeCache::save(const std::string& path) const {
   std::uint64_t hash = fnv1a64(nullptr, 0), bytes = 0;
   bool ok = true;
   for (const DecodeSequence& q : st.seqs)
-    for_each_run(st, q, q.pos, [&](const float* p, index_t n) {
-      const std::size_t nb = static_cast<std::size_t>(n) * sizeof(float);
+    for_each_run(st, q, q.pos, [&](const std::byte* p, index_t n) {
+      const std::size_t nb = static_cast<std::size_t>(n * st.elem_bytes);
       if (!ok) return;
       hash = fnv1a64(p, nb, hash);
       bytes += nb;
@@ -262,6 +273,8 @@ void DecodeCache::load(const std::string& path) {
   s.shared_kv = r.get<std::int64_t>() != 0;
   s.max_seqs = r.get<std::int64_t>();
   s.max_tokens = r.get<std::int64_t>();
+  const std::int64_t storage = r.get<std::int64_t>();
+  s.storage = static_cast<CacheStorage>(storage);
   m.phi_fingerprint = r.get<std::uint64_t>();
   if (s.max_seqs <= 0 || header_size(s.max_seqs) != hsize) fail("corrupted: header size does not match its sequence count");
 
@@ -275,6 +288,11 @@ void DecodeCache::load(const std::string& path) {
       s.d_v != st.shape.d_v || s.shared_kv != st.shape.shared_kv)
     fail("written for another shape: file has " + describe_shape(s) + ", this cache has " +
          describe_shape(st.shape));
+  if (storage != static_cast<std::int64_t>(CacheStorage::fp32) && storage != static_cast<std::int64_t>(CacheStorage::bf16))
+    fail("corrupted: unknown storage type " + std::to_string(storage));
+  if (s.storage != st.shape.storage)
+    fail(std::string("written by a cache with ") + storage_name(s.storage) + " storage, this cache stores " +
+         storage_name(st.shape.storage));
   if (m.phi_fingerprint != st.phi_fingerprint)
     fail("written with other phi weights (the compressed keys would not match this layer)");
   if (s.max_seqs > st.shape.max_seqs)
@@ -288,7 +306,7 @@ void DecodeCache::load(const std::string& path) {
       fail("sequence " + std::to_string(i) + " holds " + std::to_string(pos) +
            " tokens, more than this cache's max_tokens = " + std::to_string(st.shape.max_tokens));
     m.positions.push_back(pos);
-    expect += payload_floats(st, pos) * sizeof(float);
+    expect += payload_bytes(st, pos);
   }
   m.payload_bytes = r.get<std::uint64_t>();
   m.payload_hash = r.get<std::uint64_t>();
@@ -304,8 +322,8 @@ void DecodeCache::load(const std::string& path) {
   for (index_t i = 0; i < s.max_seqs; ++i) {
     DecodeSequence& q = fresh->seqs[static_cast<size_t>(i)];
     fresh->reserve(q, m.positions[i]);
-    for_each_run(*fresh, q, m.positions[i], [&](float* p, index_t n) {
-      const std::size_t nb = static_cast<std::size_t>(n) * sizeof(float);
+    for_each_run(*fresh, q, m.positions[i], [&](std::byte* p, index_t n) {
+      const std::size_t nb = static_cast<std::size_t>(n * fresh->elem_bytes);
       if (!ok) return;
       ok = std::fread(p, 1, nb, f) == nb;
       hash = fnv1a64(p, nb, hash);

@@ -1,7 +1,8 @@
 // DecodeCache::State: the layout of the decode cache (see include/nsa/decode.h).
 //
 // A sequence owns a list of chunks; chunk c holds tokens [c*C, (c+1)*C) and compressed
-// blocks [c*C/d, (c+1)*C/d). Inside a chunk, floats are laid out stream after stream:
+// blocks [c*C/d, (c+1)*C/d). A chunk is raw bytes holding elements of the cache's storage
+// type (fp32 or bf16), laid out stream after stream:
 //   raw K streams  (1 when shared, else cmp, slc, win)  each [H_kv, C, d_k]
 //   raw V streams  (likewise)                           each [H_kv, C, d_v]
 //   Kc [H_kv, C/d, d_k], Vc [H_kv, C/d, d_v]
@@ -9,7 +10,9 @@
 // loops want. C is a multiple of l' (a selection block never straddles two chunks).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -21,7 +24,7 @@ namespace nsa {
 struct DecodeSequence {
   index_t pos = 0;      // tokens stored
   index_t num_cmp = 0;  // compressed blocks stored = N_cmp(pos)
-  std::vector<std::unique_ptr<float[]>> chunks;
+  std::vector<std::unique_ptr<std::byte[]>> chunks;
   std::vector<TokensRead> read;      // [H_kv] of the last token
   std::vector<std::int32_t> sel;     // [H_kv, top_n] of the last token, -1 padded
 };
@@ -33,6 +36,7 @@ struct DecodeScratch {
   std::vector<index_t> order;  // candidates for top-n
   std::vector<std::uint8_t> taken;
   std::vector<float> block, phi;         // phi input [l, dim] and its work space
+  std::vector<float> kc;                 // phi's output [dim] before it is stored
 };
 
 namespace decode {
@@ -76,12 +80,14 @@ struct DecodeCache::State {
   DecodeShape shape;
   index_t group = 0, chunk = 0, cmp_per_chunk = 0;
   int kv_streams = 0;                // raw K (and V) streams: 1 shared, 3 independent
-  index_t off_k[kNumBranches] = {};  // float offsets inside a chunk, per branch
+  index_t elem_bytes = 4;            // bytes of one stored element (4 fp32, 2 bf16)
+  index_t off_k[kNumBranches] = {};  // element offsets inside a chunk, per branch
   index_t off_v[kNumBranches] = {};
-  index_t off_kc = 0, off_vc = 0, chunk_floats = 0;
+  index_t off_kc = 0, off_vc = 0, chunk_elems = 0;
   float scale = 0.0f;
 
-  std::vector<float> phi_k_buf[6], phi_v_buf[6];  // pe, w1, b1, w2, b2, w
+  // pe, w1, b1, w2, b2, w; in a bf16 cache the bf16-rounded weights (widened).
+  std::vector<float> phi_k_buf[6], phi_v_buf[6];
   PhiWeights<float> phi_k, phi_v;                 // views of the buffers
   std::uint64_t phi_fingerprint = 0;
 
@@ -95,19 +101,41 @@ struct DecodeCache::State {
   // A fresh, empty state with the same config, shape and weights.
   std::unique_ptr<State> empty_copy() const;
 
+  bool is_bf16() const { return shape.storage == CacheStorage::bf16; }
+
   // Raw row of token s of kv head h in branch b's key (value) stream.
-  float* key(const DecodeSequence& q, int b, index_t h, index_t s) const {
-    return q.chunks[s / chunk].get() + off_k[b] + (h * chunk + s % chunk) * shape.d_k;
+  std::byte* key(const DecodeSequence& q, int b, index_t h, index_t s) const {
+    return at(q, s / chunk, off_k[b] + (h * chunk + s % chunk) * shape.d_k);
   }
-  float* value(const DecodeSequence& q, int b, index_t h, index_t s) const {
-    return q.chunks[s / chunk].get() + off_v[b] + (h * chunk + s % chunk) * shape.d_v;
+  std::byte* value(const DecodeSequence& q, int b, index_t h, index_t s) const {
+    return at(q, s / chunk, off_v[b] + (h * chunk + s % chunk) * shape.d_v);
   }
-  float* kc(const DecodeSequence& q, index_t h, index_t i) const {
-    return q.chunks[i / cmp_per_chunk].get() + off_kc + (h * cmp_per_chunk + i % cmp_per_chunk) * shape.d_k;
+  // Compressed block i of kv head h.
+  std::byte* kc(const DecodeSequence& q, index_t h, index_t i) const {
+    return at(q, i / cmp_per_chunk, off_kc + (h * cmp_per_chunk + i % cmp_per_chunk) * shape.d_k);
   }
-  float* vc(const DecodeSequence& q, index_t h, index_t i) const {
-    return q.chunks[i / cmp_per_chunk].get() + off_vc + (h * cmp_per_chunk + i % cmp_per_chunk) * shape.d_v;
+  std::byte* vc(const DecodeSequence& q, index_t h, index_t i) const {
+    return at(q, i / cmp_per_chunk, off_vc + (h * cmp_per_chunk + i % cmp_per_chunk) * shape.d_v);
   }
+  std::byte* at(const DecodeSequence& q, index_t chunk_index, index_t element) const {
+    return q.chunks[static_cast<size_t>(chunk_index)].get() + element * elem_bytes;
+  }
+  // Stores n fp32 values at dst in the storage type (bf16: rounded to nearest even).
+  void put(std::byte* dst, const float* src, index_t n) const {
+    if (is_bf16())
+      to_bf16(src, reinterpret_cast<bf16*>(dst), static_cast<size_t>(n));
+    else
+      std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  }
+  // Reads n stored values as fp32 (exact).
+  void get(const std::byte* src, float* dst, index_t n) const {
+    if (is_bf16())
+      to_float(reinterpret_cast<const bf16*>(src), dst, static_cast<size_t>(n));
+    else
+      std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+  }
+  // x as the cache computes with it: rounded to bf16 in a bf16 cache (q, gates).
+  float rounded(float x) const { return is_bf16() ? static_cast<float>(bf16(x)) : x; }
   // Allocates chunks until sequence q can hold `tokens` tokens.
   void reserve(DecodeSequence& q, index_t tokens) const;
   DecodeSequence& sequence(index_t seq, const char* what);

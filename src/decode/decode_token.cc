@@ -55,26 +55,28 @@ void compress_block(const DecodeCache::State& st, const DecodeSequence& q, index
   for (int kind = 0; kind < 2; ++kind) {
     const index_t dim = kind == 0 ? st.shape.d_k : st.shape.d_v;
     s.block.resize(static_cast<size_t>(l * dim));
-    for (index_t r = 0; r < l; ++r) {  // the block may straddle two chunks
-      const float* src = kind == 0 ? st.key(q, kCmp, h, first + r) : st.value(q, kCmp, h, first + r);
-      std::copy(src, src + dim, s.block.data() + r * dim);
-    }
-    phi_block(config, kind == 0 ? st.phi_k : st.phi_v, dim, s.block.data(),
-              kind == 0 ? st.kc(q, h, i) : st.vc(q, h, i), s.phi);
+    for (index_t r = 0; r < l; ++r)  // the block may straddle two chunks
+      st.get(kind == 0 ? st.key(q, kCmp, h, first + r) : st.value(q, kCmp, h, first + r),
+             s.block.data() + r * dim, dim);
+    s.kc.resize(static_cast<size_t>(dim));
+    phi_block(config, kind == 0 ? st.phi_k : st.phi_v, dim, s.block.data(), s.kc.data(), s.phi);
+    st.put(kind == 0 ? st.kc(q, h, i) : st.vc(q, h, i), s.kc.data(), dim);
   }
 }
 
 namespace {
 
-// Keys [k0, k1) of the branch's key list (in order) as key ranges.
+// Keys [k0, k1) of the branch's key list (in order) as key ranges; rows of d_k (d_v)
+// elements of elem_bytes bytes.
 void slice(const std::vector<Segment>& segs, index_t k0, index_t k1, std::vector<Segment>& out,
-           index_t d_k, index_t d_v) {
+           index_t d_k, index_t d_v, index_t elem_bytes) {
   out.clear();
   index_t base = 0;
   for (const Segment& seg : segs) {
     const index_t lo = std::max(k0, base), hi = std::min(k1, base + seg.count);
     if (lo < hi)
-      out.push_back({seg.k + (lo - base) * d_k, seg.v + (lo - base) * d_v, hi - lo});
+      out.push_back({static_cast<const std::byte*>(seg.k) + (lo - base) * d_k * elem_bytes,
+                     static_cast<const std::byte*>(seg.v) + (lo - base) * d_v * elem_bytes, hi - lo});
     base += seg.count;
   }
 }
@@ -95,8 +97,8 @@ void begin_token(const DecodeCache::State& st, TokenWork& w, index_t parts, Deco
 
   // 1. Store K/V of token t (chunks were reserved by the caller).
   for (int b = 0; b < st.kv_streams; ++b) {
-    std::copy(w.in.k[b], w.in.k[b] + d_k, st.key(q, b, h, t));
-    std::copy(w.in.v[b], w.in.v[b] + d_v, st.value(q, b, h, t));
+    st.put(st.key(q, b, h, t), w.in.k[b], d_k);
+    st.put(st.value(q, b, h, t), w.in.v[b], d_v);
   }
   // 2. A compression block completes: phi runs once for it.
   const index_t l = config.block_len(), d = config.stride();
@@ -105,7 +107,7 @@ void begin_token(const DecodeCache::State& st, TokenWork& w, index_t parts, Deco
 
   w.qs.resize(static_cast<size_t>(G * d_k));
   for (index_t g = 0; g < G; ++g)
-    for (index_t c = 0; c < d_k; ++c) w.qs[g * d_k + c] = w.in.q[g * w.in.q_head_stride + c] * st.scale;
+    for (index_t c = 0; c < d_k; ++c) w.qs[g * d_k + c] = st.rounded(w.in.q[g * w.in.q_head_stride + c]) * st.scale;
   for (int b = 0; b < kNumBranches; ++b) {
     w.parts[b].resize(static_cast<size_t>(parts));
     w.o[b].resize(static_cast<size_t>(G * d_v));
@@ -124,12 +126,12 @@ void attend_part(const DecodeCache::State& st, TokenWork& w, int branch, index_t
   const index_t k0 = n * part / parts, k1 = n * (part + 1) / parts;
   Partial& pt = w.parts[branch][static_cast<size_t>(part)];
   std::vector<Segment> mine;
-  slice(segs, k0, k1, mine, d_k, d_v);
+  slice(segs, k0, k1, mine, d_k, d_v, st.elem_bytes);
   pt.keys = k1 - k0;
   pt.m.resize(static_cast<size_t>(G));
   pt.l.resize(static_cast<size_t>(G));
   pt.acc.resize(static_cast<size_t>(G * d_v));
-  attend_partial(w.qs.data(), G, d_k, d_v, mine.data(), static_cast<index_t>(mine.size()), pt.m.data(),
+  attend_partial(w.qs.data(), G, d_k, d_v, st.shape.storage, mine.data(), static_cast<index_t>(mine.size()), pt.m.data(),
                  pt.l.data(), pt.acc.data(), pt.probs);
 }
 
@@ -188,7 +190,9 @@ void finish_token(const DecodeCache::State& st, TokenWork& w) {
   merge_partials(w.parts[kWin], G, d_v, w.o[kWin].data(), nullptr);
   // 7. Gated combine.
   for (index_t g = 0; g < G; ++g) {
-    const float* gate = w.in.gates + g * w.in.gates_head_stride;
+    const float* in_gate = w.in.gates + g * w.in.gates_head_stride;
+    const float gate[kNumBranches] = {st.rounded(in_gate[kCmp]), st.rounded(in_gate[kSlc]),
+                                      st.rounded(in_gate[kWin])};
     const float *oc = w.o[kCmp].data() + g * d_v, *os = w.o[kSlc].data() + g * d_v,
                 *ow = w.o[kWin].data() + g * d_v;
     float* o = w.out + g * w.out_head_stride;

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "decode/kernels.h"
@@ -14,10 +15,13 @@
 #include "nsa/thread_pool.h"
 
 namespace nsa {
+namespace {
 
-void dense_decode_step(const float* q, const float* k, const float* v, index_t tokens, index_t heads,
-                       index_t kv_heads, index_t d_k, index_t d_v, double scale, float* out,
-                       ThreadPool& pool) {
+template <class E>  // the cache's element: float or bf16
+void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_t heads,
+                  index_t kv_heads, index_t d_k, index_t d_v, double scale, float* out,
+                  ThreadPool& pool) {
+  constexpr CacheStorage storage = std::is_same_v<E, bf16> ? CacheStorage::bf16 : CacheStorage::fp32;
   if (!q || !k || !v || !out) throw Error("dense_decode_step: null pointer argument");
   if (tokens <= 0 || heads <= 0 || kv_heads <= 0 || d_k <= 0 || d_v <= 0 || heads % kv_heads != 0)
     throw Error("dense_decode_step: need T, H, H_kv, d_k, d_v > 0 and H a multiple of H_kv, got T=" +
@@ -52,11 +56,25 @@ void dense_decode_step(const float* q, const float* k, const float* v, index_t t
     pt.m.resize(static_cast<size_t>(G));
     pt.l.resize(static_cast<size_t>(G));
     pt.acc.resize(static_cast<size_t>(G * d_v));
-    decode::attend_partial(qv.data(), G, d_k, d_v, segs.data(), static_cast<index_t>(segs.size()),
+    decode::attend_partial(qv.data(), G, d_k, d_v, storage, segs.data(), static_cast<index_t>(segs.size()),
                            pt.m.data(), pt.l.data(), pt.acc.data(), pt.probs);
   });
   for (index_t h = 0; h < kv_heads; ++h)
     decode::merge_partials(parts[static_cast<size_t>(h)], G, d_v, out + h * G * d_v, nullptr);
+}
+
+}  // namespace
+
+void dense_decode_step(const float* q, const float* k, const float* v, index_t tokens, index_t heads,
+                       index_t kv_heads, index_t d_k, index_t d_v, double scale, float* out,
+                       ThreadPool& pool) {
+  dense_decode(q, k, v, tokens, heads, kv_heads, d_k, d_v, scale, out, pool);
+}
+
+void dense_decode_step(const float* q, const bf16* k, const bf16* v, index_t tokens, index_t heads,
+                       index_t kv_heads, index_t d_k, index_t d_v, double scale, float* out,
+                       ThreadPool& pool) {
+  dense_decode(q, k, v, tokens, heads, kv_heads, d_k, d_v, scale, out, pool);
 }
 
 }  // namespace nsa

@@ -7,24 +7,31 @@
 #include <vector>
 
 #include "nsa/attention.h"
+#include "nsa/decode.h"
 
 namespace nsa::decode {
 
 // dot(a, b) over n floats, with 16 independent partial sums.
 float dot(const float* a, const float* b, index_t n);
 
-// Contiguous rows: keys [count, d_k] at k, values [count, d_v] at v.
+// Bytes of one stored element.
+inline index_t element_bytes(CacheStorage storage) { return storage == CacheStorage::bf16 ? 2 : 4; }
+
+// Contiguous rows in the cache's storage type (float or bf16, said by the caller): keys
+// [count, d_k] at k, values [count, d_v] at v.
 struct Segment {
-  const float* k = nullptr;
-  const float* v = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
   index_t count = 0;
 };
 
 // The unnormalised form (flash attention's state): m [G] the max score, l [G] the sum of
 // exp(score - m), acc [G, d_v] the sum of exp(score - m) v, probs [G, n] the exp(score - m).
-// With no key: m = -inf, l = 0, acc = 0.
-void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, const Segment* segs,
-                    index_t nsegs, float* m, float* l, float* acc, std::vector<float>& probs);
+// With no key: m = -inf, l = 0, acc = 0. Keys and values are `storage` elements (bf16
+// widened to fp32 as read); q [G, d_k] fp32, already scaled.
+void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
+                    const Segment* segs, index_t nsegs, float* m, float* l, float* acc,
+                    std::vector<float>& probs);
 
 // attend_partial's state for one slice of a longer key list: m [G], l [G], acc [G, d_v],
 // probs [G, keys] = exp(score - m).
