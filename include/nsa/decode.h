@@ -182,7 +182,9 @@ class DecodeCache {
 void dense_decode_step(const float* q, const float* k, const float* v, index_t tokens,
                        index_t heads, index_t kv_heads, index_t d_k, index_t d_v, double scale,
                        float* out, ThreadPool& pool);
-// The same over a bf16 cache (k, v bf16; q used as given, fp32 accumulation).
+// The same over a bf16 cache (k, v bf16; fp32 accumulation). Where the CPU has a bf16 dot
+// product (vdpbf16ps) q and the probabilities are rounded to bf16 for it, as in the bf16
+// forward; elsewhere k and v are widened to fp32. The spec's bf16 tolerance either way.
 void dense_decode_step(const float* q, const bf16* k, const bf16* v, index_t tokens,
                        index_t heads, index_t kv_heads, index_t d_k, index_t d_v, double scale,
                        float* out, ThreadPool& pool);

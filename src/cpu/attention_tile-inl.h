@@ -360,19 +360,19 @@ NSA_CPU_BF16_DOT_ATTR inline void PairsProduct(const std::uint32_t* a, index_t l
   }
 }
 
-// acc[row0 + r] += sum_j P[r][j] v[s0 + j] with the probabilities P (S, 0 where masked)
-// rounded to bf16 (vcvtne2ps2bf16, nearest even). The value tile is first interleaved by
-// pairs of keys, vt [n/2, Dv] (Dv: d_v rounded down to 16); d_v's tail is scalar fp32.
-NSA_CPU_BF16_DOT_ATTR inline void AccumulateValuePairs(const float* S, index_t rows, index_t n,
-                                                       const KeyValuesT<bf16>& kv, index_t s0,
-                                                       SoftmaxState& st, index_t row0, Scratch& s) {
-  const index_t d_v = st.dim, Dv = d_v - d_v % 16, key_pairs = (n + 1) / 2;
-  const bf16* vbase = kv.v + s0 * kv.v_stride;
-  std::uint32_t* vt = s.vt_pairs.data();
+// O [R, d_v] += P [R, n] V [n, d_v] (n <= kKeyTile) with the probabilities P rounded to
+// bf16 (vcvtne2ps2bf16, nearest even) and V bf16: row r of P at p + r * ldp (entries from
+// n on are never read: they count as 0), value j at v + j * v_stride, row r of O at
+// o + r * ldo. The values are first interleaved by pairs of keys into vt [n/2, Dv] (Dv:
+// d_v rounded down to 16), P into pp [R, kKeyTile / 2]; d_v's tail is scalar fp32.
+NSA_CPU_BF16_DOT_ATTR inline void RowsTimesValuePairs(const float* p, index_t ldp, index_t R, index_t n,
+                                                      const bf16* v, index_t v_stride, index_t d_v, float* o,
+                                                      index_t ldo, std::uint32_t* vt, std::uint32_t* pp) {
+  const index_t Dv = d_v - d_v % 16, key_pairs = (n + 1) / 2;
   for (index_t jp = 0; jp < key_pairs; ++jp) {
-    const bf16* v0 = vbase + 2 * jp * kv.v_stride;
+    const bf16* v0 = v + 2 * jp * v_stride;
     const bool odd = 2 * jp + 1 == n;  // the last key has no partner: pair it with 0
-    const bf16* v1 = odd ? v0 : v0 + kv.v_stride;
+    const bf16* v1 = odd ? v0 : v0 + v_stride;
     for (index_t c = 0; c < Dv; c += 16) {
       const __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v0 + c)));
       const __m512i hi = odd ? _mm512_setzero_si512()
@@ -380,22 +380,33 @@ NSA_CPU_BF16_DOT_ATTR inline void AccumulateValuePairs(const float* S, index_t r
       _mm512_storeu_si512(vt + jp * Dv + c, _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
     }
   }
-  std::uint32_t* pp = s.p_pairs.data();  // [rows, kKeyTile / 2]
-  for (index_t r = 0; r < rows; ++r)
-    for (index_t j = 0; j < 2 * key_pairs; j += 32) {  // S is 0 in columns n .. n_pad
-      const float* srow = S + r * kKeyTile + j;
-      const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(srow + 16), _mm512_loadu_ps(srow));
-      _mm512_storeu_si512(pp + r * (kKeyTile / 2) + j / 2, (__m512i)b);
+  auto head = [n](index_t j) {  // lanes j .. j+15 that are below n
+    const index_t k = std::max<index_t>(0, std::min<index_t>(16, n - j));
+    return static_cast<__mmask16>((1u << k) - 1u);
+  };
+  for (index_t r = 0; r < R; ++r)
+    for (index_t j = 0; j < 2 * key_pairs; j += 32) {
+      const float* prow = p + r * ldp + j;
+      const __m512 a = _mm512_maskz_loadu_ps(head(j), prow), b = _mm512_maskz_loadu_ps(head(j + 16), prow + 16);
+      _mm512_storeu_si512(pp + r * (kKeyTile / 2) + j / 2, (__m512i)_mm512_cvtne2ps_pbh(b, a));
     }
-  PairsProduct<true>(pp, kKeyTile / 2, rows, key_pairs, vt, Dv, Dv, 1.0f, st.acc_row(row0), d_v);
-  for (index_t r = 0; r < rows; ++r) {
-    float* o = st.acc_row(row0 + r);
+  PairsProduct<true>(pp, kKeyTile / 2, R, key_pairs, vt, Dv, Dv, 1.0f, o, ldo);
+  for (index_t r = 0; r < R; ++r) {
+    float* orow = o + r * ldo;
     for (index_t c = Dv; c < d_v; ++c) {
-      float sum = o[c];
-      for (index_t j = 0; j < n; ++j) sum += S[r * kKeyTile + j] * ToFloat(vbase[j * kv.v_stride + c]);
-      o[c] = sum;
+      float sum = orow[c];
+      for (index_t j = 0; j < n; ++j) sum += p[r * ldp + j] * ToFloat(v[j * v_stride + c]);
+      orow[c] = sum;
     }
   }
+}
+
+// acc[row0 + r] += sum_j P[r][j] v[s0 + j] (P in S, 0 where masked): RowsTimesValuePairs.
+NSA_CPU_BF16_DOT_ATTR inline void AccumulateValuePairs(const float* S, index_t rows, index_t n,
+                                                       const KeyValuesT<bf16>& kv, index_t s0,
+                                                       SoftmaxState& st, index_t row0, Scratch& s) {
+  RowsTimesValuePairs(S, kKeyTile, rows, n, kv.v + s0 * kv.v_stride, kv.v_stride, st.dim, st.acc_row(row0),
+                      st.dim, s.vt_pairs.data(), s.p_pairs.data());
 }
 #else
 #define NSA_CPU_BF16_DOT 0

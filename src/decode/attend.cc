@@ -6,8 +6,9 @@
 //   P V      RowsTimesValues (ValueBlock: 4 rows x up to 4 vectors of d_v), values read
 //            straight from the cache
 // Both products walk the keys in chunks of kKeyTile, so each cache row comes from memory
-// once per step and the G rows reuse it from cache. A bf16 cache's rows are widened to
-// fp32 as they are read (by the transpose and by ValueBlock).
+// once per step and the G rows reuse it from cache. A bf16 cache's rows go through the
+// bf16 pair dot product (vdpbf16ps, q and P rounded to bf16) where the CPU has it
+// (cpu::bf16_dot_enabled), else they are widened to fp32 as read.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -48,20 +49,22 @@ inline void ExpRow(float* row, index_t n, float& m, float& l) {
   l = sum;
 }
 
-template <class E>  // stored element: float or bf16
-void AttendSegments(const float* q, index_t group, index_t d_k, index_t d_v,
+template <class E>  // stored element: float or bf16 (widened as read)
+void AttendSegments(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
                     const decode::Segment* segs, index_t nsegs, float* m, float* l, float* acc,
                     float* probs, index_t n) {
   // Scores probs [G, n], key-major in chunks of kKeyTile keys: the chunk is transposed
   // (kt [d_k, kKeyTile]) so that the G rows' scores need no horizontal sums.
-  thread_local std::vector<float> kt, S;  // per worker thread, grown once
+  thread_local std::vector<float> qs, kt, S;  // per worker thread, grown once
+  qs.resize(static_cast<size_t>(group * d_k));
+  for (index_t i = 0; i < group * d_k; ++i) qs[i] = q[i] * scale;
   if (kt.size() < static_cast<size_t>(d_k * kKeyTile)) kt.resize(static_cast<size_t>(d_k * kKeyTile));
   if (S.size() < static_cast<size_t>(group * kKeyTile)) S.resize(static_cast<size_t>(group * kKeyTile));
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
       TransposeTile(static_cast<const E*>(segs[s].k), d_k, c0, cn, d_k, kt.data());
-      ScoresFromTransposed(q, group, d_k, kt.data(), 0, cn, nullptr, nullptr, S.data());
+      ScoresFromTransposed(qs.data(), group, d_k, kt.data(), 0, cn, nullptr, nullptr, S.data());
       for (index_t g = 0; g < group; ++g)
         std::copy(S.data() + g * kKeyTile, S.data() + g * kKeyTile + cn, probs + g * n + col + c0);
     }
@@ -76,13 +79,64 @@ void AttendSegments(const float* q, index_t group, index_t d_k, index_t d_v,
     }
 }
 
-void DecodeAttendPartial(const float* q, index_t group, index_t d_k, index_t d_v, bool bf16_storage,
-                         const decode::Segment* segs, index_t nsegs, float* m, float* l, float* acc,
-                         float* probs, index_t n) {
+#if NSA_CPU_BF16_DOT
+// AttendSegments over bf16 keys and values with the CPU's bf16 pair dot product
+// (vdpbf16ps): q is rounded to bf16 pairs, each chunk of keys transposed into pairs
+// (TransposePairs), scores = scale * PairsProduct; P V with P rounded to bf16
+// (RowsTimesValuePairs). The forward's bf16 path, on the decode step's G rows.
+NSA_CPU_BF16_DOT_ATTR void AttendSegmentPairs(const float* q, float scale, index_t group, index_t d_k,
+                                              index_t d_v, const decode::Segment* segs, index_t nsegs,
+                                              float* m, float* l, float* acc, float* probs, index_t n) {
+  const index_t np = (d_k + 1) / 2;
+  thread_local std::vector<std::uint32_t> qp, kt, vt, pp;
+  thread_local std::vector<float> S;
+  auto grow = [](auto& v, index_t size) {
+    if (v.size() < static_cast<size_t>(size)) v.resize(static_cast<size_t>(size));
+  };
+  grow(qp, group * np);
+  grow(kt, np * kKeyTile);
+  grow(vt, kKeyTile / 2 * d_v);
+  grow(pp, group * kKeyTile / 2);
+  grow(S, group * kKeyTile);
+  for (index_t g = 0; g < group; ++g)
+    for (index_t c = 0; c < np; ++c) {
+      const float hi = 2 * c + 1 < d_k ? q[g * d_k + 2 * c + 1] : 0.0f;  // an odd d_k pairs with 0
+      qp[g * np + c] = std::uint32_t{bf16(q[g * d_k + 2 * c]).bits} | std::uint32_t{bf16(hi).bits} << 16;
+    }
+  for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
+    for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
+      const index_t cn = std::min(kKeyTile, segs[s].count - c0);
+      TransposePairs(static_cast<const bf16*>(segs[s].k), d_k, c0, cn, d_k, kt.data());
+      PairsProduct<false>(qp.data(), np, group, np, kt.data(), kKeyTile, (cn + 15) / 16 * 16, scale, S.data(),
+                          kKeyTile);
+      for (index_t g = 0; g < group; ++g)
+        std::copy(S.data() + g * kKeyTile, S.data() + g * kKeyTile + cn, probs + g * n + col + c0);
+    }
+  for (index_t g = 0; g < group; ++g) ExpRow(probs + g * n, n, m[g], l[g]);
+  std::fill(acc, acc + group * d_v, 0.0f);
+  for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
+    for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
+      const index_t cn = std::min(kKeyTile, segs[s].count - c0);
+      RowsTimesValuePairs(probs + col + c0, n, group, cn, static_cast<const bf16*>(segs[s].v) + c0 * d_v, d_v,
+                          d_v, acc, d_v, vt.data(), pp.data());
+    }
+}
+#endif
+
+// bf16_pairs: the caller found bf16_dot_enabled() (only AVX-512 targets have the code).
+void DecodeAttendPartial(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
+                         bool bf16_storage, bool bf16_pairs, const decode::Segment* segs, index_t nsegs,
+                         float* m, float* l, float* acc, float* probs, index_t n) {
+#if NSA_CPU_BF16_DOT
+  if (bf16_storage && bf16_pairs)
+    return AttendSegmentPairs(q, scale, group, d_k, d_v, segs, nsegs, m, l, acc, probs, n);
+#else
+  (void)bf16_pairs;
+#endif
   if (bf16_storage)
-    AttendSegments<bf16>(q, group, d_k, d_v, segs, nsegs, m, l, acc, probs, n);
+    AttendSegments<bf16>(q, scale, group, d_k, d_v, segs, nsegs, m, l, acc, probs, n);
   else
-    AttendSegments<float>(q, group, d_k, d_v, segs, nsegs, m, l, acc, probs, n);
+    AttendSegments<float>(q, scale, group, d_k, d_v, segs, nsegs, m, l, acc, probs, n);
 }
 
 }  // namespace nsa::cpu::HWY_NAMESPACE
@@ -95,9 +149,9 @@ HWY_EXPORT(DecodeAttendPartial);
 
 namespace nsa::decode {
 
-void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
-                    const Segment* segs, index_t nsegs, float* m, float* l, float* acc,
-                    std::vector<float>& probs) {
+void attend_partial(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
+                    CacheStorage storage, const Segment* segs, index_t nsegs, float* m, float* l,
+                    float* acc, std::vector<float>& probs) {
   index_t n = 0;
   for (index_t s = 0; s < nsegs; ++s) n += segs[s].count;
   probs.resize(static_cast<size_t>(group * n));
@@ -107,7 +161,8 @@ void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, Cac
     std::fill(l, l + group, 0.0f);
     return;
   }
-  HWY_DYNAMIC_DISPATCH(cpu::DecodeAttendPartial)(q, group, d_k, d_v, storage == CacheStorage::bf16,
+  const bool b16 = storage == CacheStorage::bf16;
+  HWY_DYNAMIC_DISPATCH(cpu::DecodeAttendPartial)(q, scale, group, d_k, d_v, b16, b16 && cpu::bf16_dot_enabled(),
                                                  segs, nsegs, m, l, acc, probs.data(), n);
 }
 

@@ -52,7 +52,7 @@ struct TokenRow {
 };
 
 // The work of one (sequence, kv head) in a step, kept across its stages. A step is
-//   begin_token      store K/V of token t, compress the block it completes, scale q,
+//   begin_token      store K/V of token t, compress the block it completes, copy q,
 //                    list the compressed keys
 //   attend_part      one branch over part p of P of its keys          (parallel in p)
 //   select_token     merge the compression parts: o_cmp and the importance, choose the
@@ -67,7 +67,7 @@ struct TokenWork {
   TokenRow in;
   float* out = nullptr;  // head g at out + g * out_head_stride
   index_t out_head_stride = 0;
-  std::vector<float> qs;                  // [G, d_k] queries times the softmax scale
+  std::vector<float> qs;                  // [G, d_k] the group's queries (bf16 cache: rounded)
   std::vector<Segment> segs[kNumBranches];  // each branch's key ranges, in key order
   std::vector<Partial> parts[kNumBranches];  // [P] per branch
   std::vector<float> o[kNumBranches];        // [G, d_v] merged branch outputs

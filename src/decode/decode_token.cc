@@ -107,7 +107,7 @@ void begin_token(const DecodeCache::State& st, TokenWork& w, index_t parts, Deco
 
   w.qs.resize(static_cast<size_t>(G * d_k));
   for (index_t g = 0; g < G; ++g)
-    for (index_t c = 0; c < d_k; ++c) w.qs[g * d_k + c] = st.rounded(w.in.q[g * w.in.q_head_stride + c]) * st.scale;
+    for (index_t c = 0; c < d_k; ++c) w.qs[g * d_k + c] = st.rounded(w.in.q[g * w.in.q_head_stride + c]);
   for (int b = 0; b < kNumBranches; ++b) {
     w.parts[b].resize(static_cast<size_t>(parts));
     w.o[b].resize(static_cast<size_t>(G * d_v));
@@ -131,7 +131,7 @@ void attend_part(const DecodeCache::State& st, TokenWork& w, int branch, index_t
   pt.m.resize(static_cast<size_t>(G));
   pt.l.resize(static_cast<size_t>(G));
   pt.acc.resize(static_cast<size_t>(G * d_v));
-  attend_partial(w.qs.data(), G, d_k, d_v, st.shape.storage, mine.data(), static_cast<index_t>(mine.size()), pt.m.data(),
+  attend_partial(w.qs.data(), st.scale, G, d_k, d_v, st.shape.storage, mine.data(), static_cast<index_t>(mine.size()), pt.m.data(),
                  pt.l.data(), pt.acc.data(), pt.probs);
 }
 

@@ -36,13 +36,9 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
   const index_t tasks = kv_heads * splits;
   std::vector<std::vector<decode::Partial>> parts(static_cast<size_t>(kv_heads),
                                                   std::vector<decode::Partial>(static_cast<size_t>(splits)));
-  std::vector<std::vector<float>> qs(static_cast<size_t>(pool.size()));
-  pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) {
+  pool.parallel_tasks(tasks, [&](std::int64_t task, int) {
     const index_t h = task / splits, sp = task % splits;
     const index_t t0 = sp * per_split, t1 = std::min(tokens, t0 + per_split);
-    std::vector<float>& qv = qs[static_cast<size_t>(worker)];
-    qv.resize(static_cast<size_t>(G * d_k));
-    for (index_t i = 0; i < G * d_k; ++i) qv[i] = q[h * G * d_k + i] * s;
     // The cache is [T, H_kv, d_k]: with H_kv = 1 one contiguous range, else row by row.
     std::vector<decode::Segment> segs;
     if (kv_heads == 1) {
@@ -56,7 +52,7 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
     pt.m.resize(static_cast<size_t>(G));
     pt.l.resize(static_cast<size_t>(G));
     pt.acc.resize(static_cast<size_t>(G * d_v));
-    decode::attend_partial(qv.data(), G, d_k, d_v, storage, segs.data(), static_cast<index_t>(segs.size()),
+    decode::attend_partial(q + h * G * d_k, s, G, d_k, d_v, storage, segs.data(), static_cast<index_t>(segs.size()),
                            pt.m.data(), pt.l.data(), pt.acc.data(), pt.probs);
   });
   for (index_t h = 0; h < kv_heads; ++h)

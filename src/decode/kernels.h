@@ -25,13 +25,15 @@ struct Segment {
   index_t count = 0;
 };
 
-// The unnormalised form (flash attention's state): m [G] the max score, l [G] the sum of
-// exp(score - m), acc [G, d_v] the sum of exp(score - m) v, probs [G, n] the exp(score - m).
-// With no key: m = -inf, l = 0, acc = 0. Keys and values are `storage` elements (bf16
-// widened to fp32 as read); q [G, d_k] fp32, already scaled.
-void attend_partial(const float* q, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
-                    const Segment* segs, index_t nsegs, float* m, float* l, float* acc,
-                    std::vector<float>& probs);
+// The unnormalised form (flash attention's state) of the G rows q [G, d_k] (fp32, not yet
+// scaled) against the keys of the segments, scores scale * q.k: m [G] the max score, l [G]
+// the sum of exp(score - m), acc [G, d_v] the sum of exp(score - m) v, probs [G, n] the
+// exp(score - m). With no key: m = -inf, l = 0, acc = 0. Keys and values are `storage`
+// elements; bf16 ones go through vdpbf16ps where the CPU has it (q and the probabilities
+// of P V rounded to bf16, as in the bf16 forward), else are widened to fp32.
+void attend_partial(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
+                    CacheStorage storage, const Segment* segs, index_t nsegs, float* m, float* l,
+                    float* acc, std::vector<float>& probs);
 
 // attend_partial's state for one slice of a longer key list: m [G], l [G], acc [G, d_v],
 // probs [G, keys] = exp(score - m).

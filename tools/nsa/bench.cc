@@ -5,13 +5,15 @@
 //   nsa bench --paper                 T = 8k, 16k, 32k, 64k, every phase (long)
 //   nsa bench --phases backward --tokens 4096 --reps 3 --json out.json
 //   nsa bench --paper --plot speedup.png  the same, and the speed-up vs T chart
-//   nsa bench --bf16                  also the forward with q, k, v stored as bf16
+//   nsa bench --bf16                  also the forward and decode with q, k, v stored as bf16
 //
 // Shape by default: one GQA group of the paper's model, H = 16, H_kv = 1, d_k = 192,
 // d_v = 128, batch 1, the paper's NSA config (l=32, d=16, l'=64, n=16, w=512, mlp phi),
 // shared K/V for the three branches, fp32 CPU kernels, every hardware thread. --bf16 adds
 // the forward phase again with every input rounded to bf16 (fp32 accumulation; vdpbf16ps
-// where the CPU has AVX512_BF16), and the bf16 / fp32 speed ratio per implementation.
+// where the CPU has AVX512_BF16), the decode phase again with K/V stored as bf16 (a bf16
+// DecodeCache; dense_decode_step over bf16 K/V), and the bf16 / fp32 speed ratio per
+// implementation.
 //
 // Phases, each timed for dense and NSA:
 //   forward   dense_forward vs nsa_forward (without saving state);
@@ -40,7 +42,7 @@
 //    "results": [{"T", "phase", "impl", "dtype", "ms", "ms_min", "ms_max", "gflops",
 //                 "tokens_read"}]}
 // with phase forward|backward|decode, impl dense|nsa and dtype fp32|bf16 (bf16: --bf16,
-// forward only).
+// forward and decode).
 // --plot FILE.png draws the speed-up (dense ms / NSA ms) against T (log2 axis) per phase,
 // ours solid with circles, the paper's figures dashed with diamonds in the same color
 // (src/plot, no dependency); the title names the CPU, the threads and the shape.
@@ -248,6 +250,92 @@ void done(const Timing& t) {
   std::fflush(stderr);
 }
 
+// One decode step against a cache of T tokens, dense and NSA, with K/V stored as `storage`
+// (bf16: dense_decode_step over the rounded K/V, a bf16 DecodeCache); appends both results.
+void time_decode(const Config& config, const BenchOptions& o, BenchData& data, CacheStorage storage,
+                 ThreadPool& pool, std::vector<Result>& results) {
+  const index_t T = data.T;
+  const std::string phase = "decode";
+  const bool b16 = storage == CacheStorage::bf16;
+  const char* dtype = b16 ? "bf16" : "fp32";
+  const char* fmt = b16 ? "  %-8s %-5s T=%-6lld (bf16) ..." : "  %-8s %-5s T=%-6lld ...";
+  const double per_key = 2.0 * static_cast<double>(data.H) * static_cast<double>(data.d_k + data.d_v);
+  // New tokens, cycled through by the steps.
+  const index_t kNew = 16;
+  std::vector<float> q, nk, nv, gates;
+  fill(q, kNew * data.H * data.d_k, 1.732f, 6);
+  fill(nk, kNew * data.H_kv * data.d_k, 1.732f, 7);
+  fill(nv, kNew * data.H_kv * data.d_v, 1.732f, 8);
+  fill(gates, kNew * data.H * 3, 0.4f, 9, 0.5f);
+  std::vector<float> out(static_cast<size_t>(data.H * data.d_v));
+  const int steps = std::max(1, o.decode_steps);
+  if (b16) data.make_bf16();
+
+  progress(fmt, phase, "dense", T);
+  Timing td;
+  {
+    std::vector<double> ms;
+    for (int s = -1; s < steps; ++s) {  // s = -1: warm-up
+      const float* qs = q.data() + ((s + 1) % kNew) * data.H * data.d_k;
+      const auto t0 = std::chrono::steady_clock::now();
+      if (b16)
+        dense_decode_step(qs, data.k16.data(), data.v16.data(), T, data.H, data.H_kv, data.d_k, data.d_v, 0.0,
+                          out.data(), pool);
+      else
+        dense_decode_step(qs, data.k.data(), data.v.data(), T, data.H, data.H_kv, data.d_k, data.d_v, 0.0,
+                          out.data(), pool);
+      const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (s >= 0) ms.push_back(t);
+    }
+    td = summarize(std::move(ms));
+  }
+  done(td);
+
+  progress(b16 ? "  %-8s %-5s T=%-6lld (bf16, filling the cache) ..." : "  %-8s %-5s T=%-6lld (filling the cache) ...",
+           phase, "nsa", T);
+  DecodeShape shape{data.H, data.H_kv, data.d_k, data.d_v, /*shared_kv=*/true, 1};
+  shape.storage = storage;
+  DecodeCache cache(config, shape, BenchData::weights(data.phi_k), BenchData::weights(data.phi_v));
+  {
+    DecodeTokens x;
+    x.k_cmp = data.view<const float>(data.k.data(), data.H_kv, data.d_k);
+    x.v_cmp = data.view<const float>(data.v.data(), data.H_kv, data.d_v);
+    cache.append(0, x, pool);
+  }
+  Timing tn;
+  double nsa_read = 0;  // tokens read per step per kv group, mean over the timed steps
+  double nsa_flops = 0;
+  {
+    const auto out_view = contiguous_view(out.data(), 1, 1, data.H, data.d_v);
+    const index_t seq = 0;
+    const index_t G = data.H / data.H_kv;
+    std::vector<double> ms;
+    for (int s = -1; s < steps; ++s) {
+      const index_t i = (s + 1) % kNew;
+      DecodeTokens x;
+      x.q = contiguous_view<const float>(q.data() + i * data.H * data.d_k, 1, 1, data.H, data.d_k);
+      x.k_cmp = contiguous_view<const float>(nk.data() + i * data.H_kv * data.d_k, 1, 1, data.H_kv, data.d_k);
+      x.v_cmp = contiguous_view<const float>(nv.data() + i * data.H_kv * data.d_v, 1, 1, data.H_kv, data.d_v);
+      x.gates = contiguous_view<const float>(gates.data() + i * data.H * 3, 1, 1, data.H, 3);
+      const auto t0 = std::chrono::steady_clock::now();
+      cache.step(&seq, 1, x, out_view, pool);
+      const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (s < 0) continue;
+      ms.push_back(t);
+      double reads = 0;
+      for (index_t kv = 0; kv < data.H_kv; ++kv) reads += static_cast<double>(cache.tokens_read(seq, kv).total());
+      nsa_read += reads / static_cast<double>(data.H_kv);
+      nsa_flops += reads * static_cast<double>(G) * 2.0 * static_cast<double>(data.d_k + data.d_v);
+    }
+    nsa_read /= steps;
+    nsa_flops /= steps;
+    tn = summarize(std::move(ms));
+  }
+  done(tn);
+  results.push_back(make_result(T, phase, "dense", td, per_key * static_cast<double>(T), static_cast<double>(T), dtype));
+  results.push_back(make_result(T, phase, "nsa", tn, nsa_flops, nsa_read, dtype));
+}
+
 // Runs one phase at one T; appends the dense and the NSA result.
 void run_phase(const Config& config, const BenchOptions& o, const std::string& phase, BenchData& data,
                ThreadPool& pool, std::vector<Result>& results) {
@@ -318,74 +406,8 @@ void run_phase(const Config& config, const BenchOptions& o, const std::string& p
     return;
   }
   if (phase != "decode") throw Error("bench: unknown phase '" + phase + "' (forward, backward, decode)");
-
-  // New tokens, cycled through by the steps.
-  const index_t kNew = 16;
-  std::vector<float> q, nk, nv, gates;
-  fill(q, kNew * data.H * data.d_k, 1.732f, 6);
-  fill(nk, kNew * data.H_kv * data.d_k, 1.732f, 7);
-  fill(nv, kNew * data.H_kv * data.d_v, 1.732f, 8);
-  fill(gates, kNew * data.H * 3, 0.4f, 9, 0.5f);
-  std::vector<float> out(static_cast<size_t>(data.H * data.d_v));
-  const int steps = std::max(1, o.decode_steps);
-
-  progress(fmt, phase, "dense", T);
-  Timing td;
-  {
-    std::vector<double> ms;
-    for (int s = -1; s < steps; ++s) {  // s = -1: warm-up
-      const float* qs = q.data() + ((s + 1) % kNew) * data.H * data.d_k;
-      const auto t0 = std::chrono::steady_clock::now();
-      dense_decode_step(qs, data.k.data(), data.v.data(), T, data.H, data.H_kv, data.d_k, data.d_v, 0.0,
-                        out.data(), pool);
-      const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (s >= 0) ms.push_back(t);
-    }
-    td = summarize(std::move(ms));
-  }
-  done(td);
-
-  progress("  %-8s %-5s T=%-6lld (filling the cache) ...", phase, "nsa", T);
-  DecodeShape shape{data.H, data.H_kv, data.d_k, data.d_v, /*shared_kv=*/true, 1};
-  DecodeCache cache(config, shape, BenchData::weights(data.phi_k), BenchData::weights(data.phi_v));
-  {
-    DecodeTokens x;
-    x.k_cmp = data.view<const float>(data.k.data(), data.H_kv, data.d_k);
-    x.v_cmp = data.view<const float>(data.v.data(), data.H_kv, data.d_v);
-    cache.append(0, x, pool);
-  }
-  Timing tn;
-  double nsa_read = 0;  // tokens read per step per kv group, mean over the timed steps
-  double nsa_flops = 0;
-  {
-    const auto out_view = contiguous_view(out.data(), 1, 1, data.H, data.d_v);
-    const index_t seq = 0;
-    const index_t G = data.H / data.H_kv;
-    std::vector<double> ms;
-    for (int s = -1; s < steps; ++s) {
-      const index_t i = (s + 1) % kNew;
-      DecodeTokens x;
-      x.q = contiguous_view<const float>(q.data() + i * data.H * data.d_k, 1, 1, data.H, data.d_k);
-      x.k_cmp = contiguous_view<const float>(nk.data() + i * data.H_kv * data.d_k, 1, 1, data.H_kv, data.d_k);
-      x.v_cmp = contiguous_view<const float>(nv.data() + i * data.H_kv * data.d_v, 1, 1, data.H_kv, data.d_v);
-      x.gates = contiguous_view<const float>(gates.data() + i * data.H * 3, 1, 1, data.H, 3);
-      const auto t0 = std::chrono::steady_clock::now();
-      cache.step(&seq, 1, x, out_view, pool);
-      const double t = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (s < 0) continue;
-      ms.push_back(t);
-      double reads = 0;
-      for (index_t kv = 0; kv < data.H_kv; ++kv) reads += static_cast<double>(cache.tokens_read(seq, kv).total());
-      nsa_read += reads / static_cast<double>(data.H_kv);
-      nsa_flops += reads * static_cast<double>(G) * 2.0 * static_cast<double>(data.d_k + data.d_v);
-    }
-    nsa_read /= steps;
-    nsa_flops /= steps;
-    tn = summarize(std::move(ms));
-  }
-  done(tn);
-  results.push_back(make_result(T, phase, "dense", td, per_key * static_cast<double>(T), static_cast<double>(T)));
-  results.push_back(make_result(T, phase, "nsa", tn, nsa_flops, nsa_read));
+  time_decode(config, o, data, CacheStorage::fp32, pool, results);
+  if (o.bf16) time_decode(config, o, data, CacheStorage::bf16, pool, results);
 }
 
 std::string fmt_speedup(double x) {
@@ -395,9 +417,9 @@ std::string fmt_speedup(double x) {
   return buf;
 }
 
-// Bytes the dense decode step reads per step: the whole K/V cache, fp32.
-double dense_decode_bytes(const BenchOptions& o, index_t T) {
-  return 4.0 * static_cast<double>(T) * static_cast<double>(o.kv_heads) * static_cast<double>(o.d_k + o.d_v);
+// Bytes the dense decode step reads per step: the whole K/V cache, fp32 or bf16.
+double dense_decode_bytes(const BenchOptions& o, index_t T, const std::string& dtype) {
+  return (dtype == "bf16" ? 2.0 : 4.0) * static_cast<double>(T) * static_cast<double>(o.kv_heads) * static_cast<double>(o.d_k + o.d_v);
 }
 
 void print_table(std::FILE* f, const std::vector<Result>& results, double peak) {
@@ -544,9 +566,9 @@ int run_bench(const BenchOptions& in) {
   // The dense decode step reads the whole cache: its bandwidth against the measured one.
   for (const Result& r : results)
     if (r.phase == "decode" && r.impl == "dense" && r.ms > 0) {
-      const double gbs = dense_decode_bytes(o, r.T) / (r.ms * 1e6);
-      std::fprintf(table, "dense decode T=%lld: reads %.1f MB per step, %.1f GB/s = %.0f%% of the DRAM read bandwidth\n",
-                   static_cast<long long>(r.T), dense_decode_bytes(o, r.T) * 1e-6, gbs,
+      const double bytes = dense_decode_bytes(o, r.T, r.dtype), gbs = bytes / (r.ms * 1e6);
+      std::fprintf(table, "dense decode %s T=%lld: reads %.1f MB per step, %.1f GB/s = %.0f%% of the DRAM read bandwidth\n",
+                   r.dtype.c_str(), static_cast<long long>(r.T), bytes * 1e-6, gbs,
                    dram_gbs > 0 ? 100.0 * gbs / dram_gbs : 0.0);
     }
   if (!o.json.empty()) write_json(o.json, peak, dram_gbs, pool.size(), cpu, results);
@@ -579,7 +601,8 @@ Command add_bench_command(CLI::App& app) {
                   "phases, from forward,backward,decode (default forward,decode; --paper adds backward)")
       ->delimiter(',');
   sub->add_flag("--bf16", options->bf16,
-                "also time the forward with q, k, v (and gates, phi) stored as bf16, and report bf16 / fp32");
+                "also time the forward with q, k, v (and gates, phi) stored as bf16 and the decode step with a bf16 "
+                "K/V cache, and report bf16 / fp32");
   sub->add_option("--json", options->json, "write the results as JSON to FILE ('-': stdout)");
   sub->add_option("--plot", options->plot,
                   "draw the speed-up vs T of every phase, beside the paper's, as a PNG chart to FILE")
