@@ -462,13 +462,21 @@ auto locked(R (C::*f)(A...)) {
   };
 }
 
+// The Python names of nsa::CacheStorage: "fp32", "bf16".
+CacheStorage parse_storage(const std::string& name) {
+  if (name == "fp32") return CacheStorage::fp32;
+  if (name == "bf16") return CacheStorage::bf16;
+  throw Error("DecodeCache: storage must be 'fp32' or 'bf16', got '" + name + "'");
+}
+const char* storage_name(CacheStorage s) { return s == CacheStorage::bf16 ? "bf16" : "fp32"; }
+
 DecodeCache make_cache(const Config& c, index_t heads, index_t kv_heads, index_t d_k, index_t d_v,
                        bool shared_kv, index_t max_seqs, index_t max_tokens, index_t chunk_tokens,
-                       nb::handle phi_k, nb::handle phi_v) {
+                       nb::handle phi_k, nb::handle phi_v, const std::string& storage) {
   DecodeShape shape;
   shape.heads = heads, shape.kv_heads = kv_heads, shape.d_k = d_k, shape.d_v = d_v;
   shape.shared_kv = shared_kv, shape.max_seqs = max_seqs, shape.max_tokens = max_tokens;
-  shape.chunk_tokens = chunk_tokens;
+  shape.chunk_tokens = chunk_tokens, shape.storage = parse_storage(storage);
   if (d_k <= 0 || d_v <= 0)  // phi's sizes below depend on them
     throw Error("DecodeShape: d_k and d_v must be positive, got d_k=" + std::to_string(d_k) +
                 " d_v=" + std::to_string(d_v));
@@ -573,24 +581,26 @@ NB_MODULE(_core, m) {
       "(data address, shape, strides in elements) of the TensorView the binding builds over an\n"
       "array: for checking that arrays are read in place.");
 
-  nb::class_<DecodeCache>(m, "DecodeCache", "nsa::DecodeCache: one layer's decode state (fp32)")
+  nb::class_<DecodeCache>(m, "DecodeCache",
+                          "nsa::DecodeCache: one layer's decode state (fp32 inputs and outputs; "
+                          "K/V stored as fp32 or bf16)")
       .def(
           "__init__",
           [](DecodeCache* self, const Config& c, index_t heads, index_t kv_heads, index_t d_k,
              index_t d_v, bool shared_kv, index_t max_seqs, index_t max_tokens,
-             index_t chunk_tokens, nb::handle phi_k, nb::handle phi_v) {
+             index_t chunk_tokens, nb::handle phi_k, nb::handle phi_v, const std::string& storage) {
             new (self) DecodeCache(make_cache(c, heads, kv_heads, d_k, d_v, shared_kv, max_seqs,
-                                              max_tokens, chunk_tokens, phi_k, phi_v));
+                                              max_tokens, chunk_tokens, phi_k, phi_v, storage));
           },
           "config"_a, "heads"_a, "kv_heads"_a, "d_k"_a, "d_v"_a, "shared_kv"_a, "max_seqs"_a,
-          "max_tokens"_a, "chunk_tokens"_a, "phi_k"_a.none(), "phi_v"_a.none())
+          "max_tokens"_a, "chunk_tokens"_a, "phi_k"_a.none(), "phi_v"_a.none(), "storage"_a = "fp32")
       .def_prop_ro("config", [](const DecodeCache& c) { return c.config(); })
       .def_prop_ro("shape", [](const DecodeCache& c) {
         const DecodeShape& s = c.shape();
         nb::dict d;
         d["heads"] = s.heads, d["kv_heads"] = s.kv_heads, d["d_k"] = s.d_k, d["d_v"] = s.d_v;
         d["shared_kv"] = s.shared_kv, d["max_seqs"] = s.max_seqs, d["max_tokens"] = s.max_tokens;
-        d["chunk_tokens"] = s.chunk_tokens;
+        d["chunk_tokens"] = s.chunk_tokens, d["storage"] = storage_name(s.storage);
         return d;
       })
       .def(

@@ -4,7 +4,7 @@
  * - Handles are opaque; every function returns an nsa_status and never lets a C++
  *   exception escape. On failure, nsa_last_error() returns a message naming the cause
  *   (thread-local, valid until the thread's next nsa_* call; "" after a success).
- * - Arrays are contiguous, row-major, fp32:
+ * - Arrays are contiguous, row-major, fp32 (also with a bf16 cache, which converts them):
  *     prefill (T tokens of one sequence):   q [T, H, d_k], k_* [T, H_kv, d_k],
  *                                           v_* [T, H_kv, d_v], gates [T, H, 3], out [T, H, d_v]
  *     step (one token of each of B seqs):   the same with B in place of T.
@@ -27,7 +27,8 @@ typedef enum nsa_status {
   NSA_ERR_INVALID_ARGUMENT = 1, /* null handle or pointer, bad sizes or config, unknown or full
                                    sequence, NaN/Inf input */
   NSA_ERR_IO = 2,               /* a file cannot be opened, written or renamed */
-  NSA_ERR_BAD_FILE = 3,         /* truncated, corrupted or mismatched cache file */
+  NSA_ERR_BAD_FILE = 3,         /* truncated or corrupted cache file, or one written by a cache
+                                   of another config, shape, storage or phi */
   NSA_ERR_OUT_OF_MEMORY = 4,
   NSA_ERR_INTERNAL = 5
 } nsa_status;
@@ -60,6 +61,14 @@ typedef struct nsa_phi_weights {
   const float* w;
 } nsa_phi_weights;
 
+/* The element type of a cache's stored K/V and Kc/Vc (nsa::CacheStorage, decode.h). bf16
+ * halves the cache's memory; q, gates and phi's weights are then rounded to bf16 as they
+ * come in (the arrays passed in and out stay fp32), and outputs are within the spec's bf16
+ * tolerance (1e-2 relative) of an fp32 cache's. */
+typedef enum nsa_cache_storage { NSA_CACHE_FP32 = 0, NSA_CACHE_BF16 = 1 } nsa_cache_storage;
+
+/* Sizes of one layer's cache. Zero every field first (memset, `= {0}`, or
+ * nsa_decode_shape_init): a field added later is then 0, which keeps the old behaviour. */
 typedef struct nsa_decode_shape {
   int64_t heads, kv_heads, d_k, d_v;
   int32_t shared_kv;    /* nonzero: one K/V for the three branches */
@@ -67,6 +76,8 @@ typedef struct nsa_decode_shape {
   int64_t max_seqs;     /* sequence ids 0 .. max_seqs - 1 */
   int64_t max_tokens;   /* per sequence; 0 = unbounded */
   int64_t chunk_tokens; /* growth granularity; 0 = default */
+  int32_t storage;      /* nsa_cache_storage: NSA_CACHE_FP32 (0) or NSA_CACHE_BF16 (1); last,
+                           so positional initialisers written before it still mean fp32 */
 } nsa_decode_shape;
 
 typedef struct nsa_decode_tokens {
@@ -87,6 +98,8 @@ typedef struct nsa_tokens_read {
 typedef struct nsa_decode_cache nsa_decode_cache;
 
 void nsa_config_init(nsa_config* config);
+/* Zeroes every field, then max_seqs = 1 (nsa::DecodeShape's defaults: fp32 storage). */
+void nsa_decode_shape_init(nsa_decode_shape* shape);
 const char* nsa_status_name(nsa_status status);
 const char* nsa_last_error(void);
 

@@ -13,6 +13,12 @@ have the array type of q.
 Decoding token t gives row t of nsa.native_sparse_attention on the same tokens (fp32
 tolerance). The phi weights are copied when the cache is made: a cache made before a
 training step keeps the old weights.
+
+``storage="bf16"`` stores K/V and Kc/Vc as bf16: half the memory (``memory()["chunk_bytes"]``)
+and half the bytes a step reads. q, gates and phi's weights are rounded to bf16 as they come
+in; the arrays passed in and returned stay float32; products accumulate in fp32. Outputs are
+within the spec's bf16 tolerance (1e-2 relative) of an fp32 cache's. A saved file loads only
+into a cache of the same storage.
 """
 import numpy as np
 
@@ -20,6 +26,8 @@ from . import _core
 from ._common import check_phi_dict, make_config, phi_hidden_of
 
 __all__ = ["DecodeCache"]
+
+STORAGE = ("fp32", "bf16")  # what a cache stores K/V and Kc/Vc as (nsa::CacheStorage)
 
 
 def _is_torch(x):
@@ -76,19 +84,25 @@ class DecodeCache:
         shared_kv: one K/V for the three branches (then step/prefill take k, v only).
         max_seqs: sequence ids 0 .. max_seqs - 1. max_tokens: per-sequence limit (0: none).
         chunk_tokens: storage growth granularity (0: default; a multiple of sel_block).
+        storage: "fp32" (default) or "bf16": the element type K/V and Kc/Vc are stored in
+            (see the module docstring); inputs and outputs are float32 either way.
         block_len ... phi, scale: the operator's parameters, as for the op.
+
+    Attributes: config (nsa.Config), shared_kv, storage ("fp32" or "bf16").
     """
 
     def __init__(self, num_heads, num_kv_heads, head_dim, head_dim_v=None, *, phi_k=None, phi_v=None,
-                 shared_kv=True, max_seqs=1, max_tokens=0, chunk_tokens=0, block_len=32, stride=16,
-                 sel_block=64, top_n=16, n_init=1, n_local=2, window=512, scale=None, phi="mlp"):
+                 shared_kv=True, max_seqs=1, max_tokens=0, chunk_tokens=0, storage="fp32", block_len=32,
+                 stride=16, sel_block=64, top_n=16, n_init=1, n_local=2, window=512, scale=None, phi="mlp"):
+        if not isinstance(storage, str) or storage not in STORAGE:
+            raise _core.Error(f"nsa: DecodeCache storage must be 'fp32' or 'bf16', got {storage!r}")
         d_v = head_dim if head_dim_v is None else head_dim_v
         phi_k, phi_v = _weights(check_phi_dict(phi_k, phi, "phi_k")), _weights(check_phi_dict(phi_v, phi, "phi_v"))
         hidden = phi_hidden_of(phi, phi_k, phi_v, head_dim, d_v)
         self.config = make_config(block_len, stride, sel_block, top_n, n_init, n_local, window, scale, phi, hidden)
-        self.shared_kv = shared_kv
+        self.shared_kv, self.storage = shared_kv, storage
         self._cache = _core.DecodeCache(self.config, num_heads, num_kv_heads, head_dim, d_v, shared_kv,
-                                        max_seqs, max_tokens, chunk_tokens, phi_k, phi_v)
+                                        max_seqs, max_tokens, chunk_tokens, phi_k, phi_v, storage)
         self.num_heads, self.head_dim_v = num_heads, d_v
 
     def _branch_kv(self, k_slc, v_slc, k_win, v_win):
@@ -155,5 +169,6 @@ class DecodeCache:
         self._cache.save(str(path))
 
     def load(self, path):
-        """Replaces the contents with a file saved by a cache of the same shape, config and phi."""
+        """Replaces the contents with a file saved by a cache of the same shape, storage, config
+        and phi (nsa.Error naming the mismatch otherwise; the contents are then kept)."""
         self._cache.load(str(path))

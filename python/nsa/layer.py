@@ -94,12 +94,13 @@ class NativeSparseAttention(nn.Module):
             cu_seqlens=cu_seqlens, **self.options)
         return self.o_proj(o.reshape(B, T, -1))
 
-    def new_cache(self, max_seqs=1, max_tokens=0, chunk_tokens=0):
-        """A DecodeCache for this layer (float32), holding a copy of its current phi weights."""
+    def new_cache(self, max_seqs=1, max_tokens=0, chunk_tokens=0, storage="fp32"):
+        """A DecodeCache for this layer (float32 in and out; K/V stored as `storage`, "fp32" or
+        "bf16"), holding a copy of its current phi weights."""
         return DecodeCache(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim_v,
                            phi_k=dict(self.phi_k) or None, phi_v=dict(self.phi_v) or None,
                            shared_kv=self.shared_kv, max_seqs=max_seqs, max_tokens=max_tokens,
-                           chunk_tokens=chunk_tokens, **self.options)
+                           chunk_tokens=chunk_tokens, storage=storage, **self.options)
 
     @torch.no_grad()
     def decode(self, x, cache, seqs=(0,)):

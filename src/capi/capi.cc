@@ -118,6 +118,13 @@ void nsa_config_init(nsa_config* c) {
   c->scale = o.scale;
 }
 
+void nsa_decode_shape_init(nsa_decode_shape* s) {
+  if (!s) return;
+  *s = nsa_decode_shape{};
+  s->max_seqs = 1;
+  s->storage = NSA_CACHE_FP32;
+}
+
 const char* nsa_status_name(nsa_status status) {
   switch (status) {
     case NSA_OK: return "NSA_OK";
@@ -144,6 +151,9 @@ nsa_status nsa_decode_create(const nsa_config* config, const nsa_decode_shape* s
       throw nsa::Error("config.phi must be NSA_PHI_MLP, NSA_PHI_LINEAR or NSA_PHI_MEAN, got " +
                        std::to_string(config->phi));
     if (shape->threads < 0) throw nsa::Error("shape.threads must be >= 0, got " + std::to_string(shape->threads));
+    if (shape->storage != NSA_CACHE_FP32 && shape->storage != NSA_CACHE_BF16)
+      throw nsa::Error("shape.storage must be NSA_CACHE_FP32 (0) or NSA_CACHE_BF16 (1), got " +
+                       std::to_string(shape->storage));
     nsa::ConfigOptions o;
     o.block_len = config->block_len;
     o.stride = config->stride;
@@ -164,6 +174,7 @@ nsa_status nsa_decode_create(const nsa_config* config, const nsa_decode_shape* s
     s.max_seqs = shape->max_seqs;
     s.max_tokens = shape->max_tokens;
     s.chunk_tokens = shape->chunk_tokens;
+    s.storage = shape->storage == NSA_CACHE_BF16 ? nsa::CacheStorage::bf16 : nsa::CacheStorage::fp32;
     auto handle = std::make_unique<nsa_decode_cache>(
         nsa::DecodeCache(nsa::Config(o), s, phi_of(phi_k), phi_of(phi_v)), shape->threads);
     *cache = handle.release();

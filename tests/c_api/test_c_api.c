@@ -6,6 +6,9 @@
  * memory; save, load into a new handle and continue bitwise identically; and the error
  * paths: NULL handle and pointers, bad sizes and config, unknown or full sequence, NaN,
  * missing, corrupted and truncated files (the cache stays intact), unwritable target.
+ * bf16 storage: outputs within the spec's bf16 tolerance of an fp32 cache's on the same
+ * tokens, half the bytes per token, save/load, an fp32 cache refusing its file, and an
+ * unknown storage value refused.
  * Exit status 0 when every check passes. */
 #include <math.h>
 #include <stdint.h>
@@ -123,6 +126,77 @@ static void copy_file(const char* src, const char* dst, long keep, long flip) {
   free(buf);
 }
 
+/* A bf16 cache against an fp32 one of the same shape (shape->storage is fp32 on entry):
+ * PROMPT prompt tokens into sequence 0, then STEPS batched steps of sequences 0 and 1. */
+static void check_bf16_storage(const nsa_config* config, const nsa_decode_shape* shape,
+                               const nsa_phi_weights* phi_k, const nsa_phi_weights* phi_v,
+                               const char* path) {
+  nsa_decode_shape s16 = *shape, bad = *shape;
+  nsa_decode_cache *c32 = NULL, *c16 = NULL, *restored = NULL;
+  Tokens prompt = make_tokens(PROMPT), steps = make_tokens(2 * STEPS);
+  const size_t prompt_n = (size_t)PROMPT * H * DV, steps_n = (size_t)2 * STEPS * H * DV;
+  float *o32 = malloc(sizeof(float) * (prompt_n + steps_n)), *o16 = malloc(sizeof(float) * (prompt_n + steps_n));
+  float *next_a = malloc(sizeof(float) * 2 * H * DV), *next_b = malloc(sizeof(float) * 2 * H * DV);
+  int64_t ids[2] = {0, 1};
+  uint64_t bytes32 = 0, bytes16 = 0;
+  double per32 = 0.0, per16 = 0.0, err;
+  nsa_decode_tokens x;
+  int i;
+
+  /* ---- unknown storage values are refused, naming the field and the choices ---- */
+  bad.storage = 7;
+  CHECK_STATUS(nsa_decode_create(config, &bad, phi_k, phi_v, &c16), NSA_ERR_INVALID_ARGUMENT,
+               "shape.storage must be NSA_CACHE_FP32 (0) or NSA_CACHE_BF16 (1), got 7");
+  bad.storage = -1;
+  CHECK_STATUS(nsa_decode_create(config, &bad, phi_k, phi_v, &c16), NSA_ERR_INVALID_ARGUMENT, "got -1");
+  CHECK(c16 == NULL);
+
+  s16.storage = NSA_CACHE_BF16;
+  CHECK_STATUS(nsa_decode_create(config, shape, phi_k, phi_v, &c32), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_create(config, &s16, phi_k, phi_v, &c16), NSA_OK, "");
+  if (!c32 || !c16) return;
+
+  /* ---- the same tokens through both: outputs within 1e-2 relative ---- */
+  x = view(&prompt, 0);
+  CHECK_STATUS(nsa_decode_prefill(c32, 0, PROMPT, &x, o32), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_prefill(c16, 0, PROMPT, &x, o16), NSA_OK, "");
+  for (i = 0; i < STEPS; ++i) {
+    const size_t at = prompt_n + (size_t)i * 2 * H * DV;
+    x = view(&steps, (size_t)(2 * i));
+    CHECK_STATUS(nsa_decode_step(c32, 2, ids, &x, o32 + at), NSA_OK, "");
+    CHECK_STATUS(nsa_decode_step(c16, 2, ids, &x, o16 + at), NSA_OK, "");
+  }
+  err = rel_diff(o16, o32, prompt_n + steps_n);
+  printf("c_api: bf16 cache vs fp32 cache, relative difference %.2e\n", err);
+  CHECK(err < 1e-2);
+  CHECK(err > 0.0); /* the values really were rounded */
+
+  /* ---- half the bytes per stored token ---- */
+  CHECK_STATUS(nsa_decode_memory(c32, &bytes32, &per32), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_memory(c16, &bytes16, &per16), NSA_OK, "");
+  CHECK(per16 > 0.0 && per16 * 2.0 == per32);
+  CHECK(bytes16 < bytes32);
+
+  /* ---- save/load keeps bf16 bitwise; an fp32 cache refuses the file ---- */
+  CHECK_STATUS(nsa_decode_save(c16, path), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_create(config, &s16, phi_k, phi_v, &restored), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_load(restored, path), NSA_OK, "");
+  for (i = 0; i < 3; ++i) {
+    x = view(&steps, (size_t)(2 * i));
+    CHECK_STATUS(nsa_decode_step(c16, 2, ids, &x, next_a), NSA_OK, "");
+    CHECK_STATUS(nsa_decode_step(restored, 2, ids, &x, next_b), NSA_OK, "");
+    CHECK(memcmp(next_a, next_b, sizeof(float) * 2 * H * DV) == 0);
+  }
+  CHECK_STATUS(nsa_decode_load(c32, path), NSA_ERR_BAD_FILE, "bf16 storage");
+
+  nsa_decode_free(c32);
+  nsa_decode_free(c16);
+  nsa_decode_free(restored);
+  free(o32), free(o16), free(next_a), free(next_b);
+  free_tokens(&prompt), free_tokens(&steps);
+  remove(path);
+}
+
 int main(int argc, char** argv) {
   char path[1024], bad[1024], nodir[1024];
   const char* dir = argc > 1 ? argv[1] : ".";
@@ -143,7 +217,7 @@ int main(int argc, char** argv) {
   config.sel_block = 16;
   config.top_n = 4;
   config.window = 32;
-  memset(&shape, 0, sizeof shape);
+  memset(&shape, 0, sizeof shape); /* as callers written before nsa_decode_shape_init do */
   shape.heads = H;
   shape.kv_heads = HKV;
   shape.d_k = DK;
@@ -171,6 +245,14 @@ int main(int argc, char** argv) {
   config.stride = 4;
   CHECK_STATUS(nsa_decode_create(&config, &shape, NULL, &phi_v, &cache), NSA_ERR_INVALID_ARGUMENT, "phi_k.pe is null");
   CHECK(cache == NULL);
+
+  {  /* nsa_decode_shape_init: nsa::DecodeShape's defaults */
+    nsa_decode_shape d;
+    memset(&d, 0xff, sizeof d);
+    nsa_decode_shape_init(&d);
+    CHECK(d.heads == 0 && d.threads == 0 && d.max_seqs == 1 && d.max_tokens == 0 && d.chunk_tokens == 0);
+    CHECK(d.storage == NSA_CACHE_FP32);
+  }
 
   CHECK_STATUS(nsa_decode_create(&config, &shape, &phi_k, &phi_v, &cache), NSA_OK, "");
   CHECK(cache != NULL);
@@ -300,6 +382,9 @@ int main(int argc, char** argv) {
   nsa_decode_free(restored);
   nsa_decode_free(other);
   nsa_decode_free(NULL);
+
+  config.window = 32;
+  check_bf16_storage(&config, &shape, &phi_k, &phi_v, path);
   remove(path);
   remove(bad);
   for (i = 0; i < 5; ++i) free(pk[i]), free(pv[i]);
