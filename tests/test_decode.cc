@@ -10,6 +10,7 @@
 #include <cmath>
 #include <string>
 
+#include "decode/kernels.h"
 #include "nsa/decode.h"
 #include "nsa/nsa.h"
 #include "reference/reference.h"
@@ -40,14 +41,20 @@ struct Case {
   int threads = 1;
   index_t chunk_tokens = 0;
   index_t check_every = 1;  // compare every k-th step (and the last one) with the reference
+  decode::AttendPath path = decode::AttendPath::automatic;  // the attention kernel
+};
+
+// Forces attend_partial's kernel for one scope.
+struct ForcePath {
+  explicit ForcePath(decode::AttendPath p) { decode::set_attend_path(p); }
+  ~ForcePath() { decode::set_attend_path(decode::AttendPath::automatic); }
 };
 
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
-class DecodeVsReference : public ::testing::TestWithParam<Case> {};
-
-TEST_P(DecodeVsReference, StepEqualsPrefillRow) {
-  const Case& c = GetParam();
+// Runs case c: prompts, then steps, every checked row against the reference.
+void run_case(const Case& c) {
+  const ForcePath force(c.path);
   const Config config(c.options);
   ProblemShape shape;
   shape.heads = c.heads;
@@ -149,6 +156,24 @@ TEST_P(DecodeVsReference, StepEqualsPrefillRow) {
               static_cast<long long>(rows_checked), worst);
 }
 
+class DecodeVsReference : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DecodeVsReference, StepEqualsPrefillRow) { run_case(GetParam()); }
+
+// The kernels differ per SIMD target (the lanes kernel's block of heads is 16, 8 or 4
+// lanes wide): both kernels on every compiled target, a group of 6 heads.
+TEST(Decode, BothKernelsOnEveryTarget) {
+  for (const auto path : {decode::AttendPath::rows, decode::AttendPath::lanes}) {
+    const Case c{"every_target_G6_independent_mlp", small_options(), 6, 1, 16, 24, false, {160, 90}, {30, 0},
+                 Fill::prefill, 1, 0, 1, path};
+    const int targets = cpu_test::for_each_target([&](const char* target) {
+      SCOPED_TRACE(target);
+      run_case(c);
+    });
+    EXPECT_GE(targets, 1);
+  }
+}
+
 std::vector<Case> cases() {
   std::vector<Case> v;
   // Small config: boundaries every 4 tokens, windows of 32, selection blocks of 16.
@@ -189,6 +214,21 @@ std::vector<Case> cases() {
                {0, 600}, Fill::prefill, 2});
   v.push_back({"paper_T1500_G1_independent_mlp", ConfigOptions{}, 1, 1, 16, 16, false, {1500},
                {300}, Fill::prefill, 2});
+  // The lanes kernel (heads as vector lanes; automatic from G = 8): forced on small groups,
+  // and on groups of one and more than one block of lanes (16 on AVX-512, 8 on AVX2).
+  const auto lanes = decode::AttendPath::lanes;
+  v.push_back({"lanes_small_G1_independent_mlp", small_options(), 1, 1, 16, 16, false, {300, 140}, {0, 5},
+               Fill::prefill, 1, 0, 1, lanes});
+  v.push_back({"lanes_small_G3_shared_linear_dk_ne_dv_split3", small_options(PhiKind::linear), 3, 1, 20, 12, true,
+               {300}, {9}, Fill::prefill, 3, 0, 1, lanes});
+  v.push_back({"lanes_small_G4_two_groups_mean_threads2", small_options(PhiKind::mean), 8, 2, 16, 24, false,
+               {280, 250}, {0, 40}, Fill::append, 2, 0, 1, lanes});
+  v.push_back({"auto_small_G8_independent_mlp", small_options(), 8, 1, 24, 16, false, {260, 200}, {3, 0}});
+  v.push_back({"auto_small_G16_shared_mlp_threads2", small_options(), 16, 1, 16, 8, true, {250}, {20},
+               Fill::prefill, 2});
+  v.push_back({"auto_small_G20_two_groups_independent", small_options(), 40, 2, 8, 16, false, {220, 150}, {0, 33}});
+  v.push_back({"auto_paper_T1500_G16_shared_mlp", ConfigOptions{}, 16, 1, 16, 16, true, {1500}, {700},
+               Fill::prefill, 2, 0, 3});
   return v;
 }
 
@@ -283,13 +323,17 @@ TEST(Decode, LongConversation20kSteps) {
               m.bytes, static_cast<long long>(m.chunks), static_cast<long long>(C));
 }
 
-// The dense decode baseline equals the reference's dense attention row over T tokens.
+// The dense decode baseline equals the reference's dense attention row over T tokens, with
+// either kernel, for small and large groups.
 TEST(Decode, DenseDecodeStepMatchesReference) {
+  for (const auto path : {decode::AttendPath::rows, decode::AttendPath::lanes})
+  for (const index_t H : {4, 20})
   for (index_t T : {1, 100, 5000}) {
+    const ForcePath force(path);
     for (index_t H_kv : {1, 2}) {
       testing::ProblemShape ps;
       ps.tokens = T;
-      ps.heads = 4;
+      ps.heads = H;
       ps.kv_heads = H_kv;
       ps.d_k = 24;
       ps.d_v = 16;
@@ -297,11 +341,11 @@ TEST(Decode, DenseDecodeStepMatchesReference) {
       std::vector<double> ref;
       reference::dense_forward(prob.inputs64(), prob.out_view(ref), nullptr);
       const DenseInputs<float> in = prob.inputs32();
-      std::vector<float> out(4 * 16);
+      std::vector<float> out(static_cast<size_t>(H * 16));
       ThreadPool pool(3);
-      dense_decode_step(in.q.ptr(0, T - 1, 0), in.k.data, in.v.data, T, 4, H_kv, 24, 16, 0.0, out.data(), pool);
-      EXPECT_LT(relative_error(out.data(), ref.data() + (T - 1) * 4 * 16, 4 * 16), kTol)
-          << "T=" << T << " H_kv=" << H_kv;
+      dense_decode_step(in.q.ptr(0, T - 1, 0), in.k.data, in.v.data, T, H, H_kv, 24, 16, 0.0, out.data(), pool);
+      EXPECT_LT(relative_error(out.data(), ref.data() + (T - 1) * H * 16, H * 16), kTol)
+          << "T=" << T << " H=" << H << " H_kv=" << H_kv << (path == decode::AttendPath::lanes ? " lanes" : " rows");
     }
   }
 }

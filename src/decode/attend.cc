@@ -1,6 +1,7 @@
 // decode::attend_partial: the G query rows of one kv group against a few contiguous key
-// ranges, one decode step. Highway, compiled for every x86 target and dispatched at run
-// time, on the forward's building blocks (cpu/attention_tile-inl.h):
+// ranges, one decode step, and its row kernel (attend_rows; the lanes kernel for large
+// groups is attend_lanes.cc). Highway, compiled for every x86 target and dispatched at
+// run time, on the forward's building blocks (cpu/attention_tile-inl.h):
 //   scores   a chunk of keys transposed (TransposeTile), then ScoresFromTransposed
 //   softmax  max, exp(s - max) and its sum per row, vectorised
 //   P V      RowsTimesValues (ValueBlock: 4 rows x up to 4 vectors of d_v), values read
@@ -10,6 +11,7 @@
 // bf16 pair dot product (vdpbf16ps, q and P rounded to bf16) where the CPU has it
 // (cpu::bf16_dot_enabled), else they are widened to fp32 as read.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -149,21 +151,42 @@ HWY_EXPORT(DecodeAttendPartial);
 
 namespace nsa::decode {
 
+namespace {
+std::atomic<AttendPath> g_path{AttendPath::automatic};
+}  // namespace
+
+void set_attend_path(AttendPath path) { g_path.store(path); }
+AttendPath attend_path() { return g_path.load(std::memory_order_relaxed); }
+
+void attend_rows(const float* q, float scale, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
+                 const Segment* segs, index_t nsegs, float* m, float* l, float* acc, float* probs, index_t n) {
+  const bool b16 = storage == CacheStorage::bf16;
+  HWY_DYNAMIC_DISPATCH(cpu::DecodeAttendPartial)(q, scale, group, d_k, d_v, b16, b16 && cpu::bf16_dot_enabled(),
+                                                 segs, nsegs, m, l, acc, probs, n);
+}
+
 void attend_partial(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
                     CacheStorage storage, const Segment* segs, index_t nsegs, float* m, float* l,
-                    float* acc, std::vector<float>& probs) {
+                    float* acc, std::vector<float>* probs) {
   index_t n = 0;
   for (index_t s = 0; s < nsegs; ++s) n += segs[s].count;
-  probs.resize(static_cast<size_t>(group * n));
+  if (probs != nullptr) probs->resize(static_cast<size_t>(group * n));
   if (n == 0) {
     std::fill(acc, acc + group * d_v, 0.0f);
     std::fill(m, m + group, -std::numeric_limits<float>::infinity());
     std::fill(l, l + group, 0.0f);
     return;
   }
-  const bool b16 = storage == CacheStorage::bf16;
-  HWY_DYNAMIC_DISPATCH(cpu::DecodeAttendPartial)(q, scale, group, d_k, d_v, b16, b16 && cpu::bf16_dot_enabled(),
-                                                 segs, nsegs, m, l, acc, probs.data(), n);
+  const AttendPath path = attend_path();
+  if (path == AttendPath::lanes || (path == AttendPath::automatic && group >= kLanesMinGroup)) {
+    attend_lanes(q, scale, group, d_k, d_v, storage, segs, nsegs, m, l, acc, probs ? probs->data() : nullptr, n);
+    return;
+  }
+  // The row kernel works in a probabilities buffer whether or not the caller keeps them.
+  thread_local std::vector<float> own;
+  std::vector<float>& buf = probs != nullptr ? *probs : own;
+  buf.resize(static_cast<size_t>(group * n));
+  attend_rows(q, scale, group, d_k, d_v, storage, segs, nsegs, m, l, acc, buf.data(), n);
 }
 
 }  // namespace nsa::decode

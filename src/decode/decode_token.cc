@@ -132,7 +132,7 @@ void attend_part(const DecodeCache::State& st, TokenWork& w, int branch, index_t
   pt.l.resize(static_cast<size_t>(G));
   pt.acc.resize(static_cast<size_t>(G * d_v));
   attend_partial(w.qs.data(), st.scale, G, d_k, d_v, st.shape.storage, mine.data(), static_cast<index_t>(mine.size()), pt.m.data(),
-                 pt.l.data(), pt.acc.data(), pt.probs);
+                 pt.l.data(), pt.acc.data(), branch == kCmp ? &pt.probs : nullptr);
 }
 
 void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) {

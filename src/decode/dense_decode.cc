@@ -53,7 +53,7 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
     pt.l.resize(static_cast<size_t>(G));
     pt.acc.resize(static_cast<size_t>(G * d_v));
     decode::attend_partial(q + h * G * d_k, s, G, d_k, d_v, storage, segs.data(), static_cast<index_t>(segs.size()),
-                           pt.m.data(), pt.l.data(), pt.acc.data(), pt.probs);
+                           pt.m.data(), pt.l.data(), pt.acc.data(), nullptr);
   });
   for (index_t h = 0; h < kv_heads; ++h)
     decode::merge_partials(parts[static_cast<size_t>(h)], G, d_v, out + h * G * d_v, nullptr);

@@ -27,13 +27,29 @@ struct Segment {
 
 // The unnormalised form (flash attention's state) of the G rows q [G, d_k] (fp32, not yet
 // scaled) against the keys of the segments, scores scale * q.k: m [G] the max score, l [G]
-// the sum of exp(score - m), acc [G, d_v] the sum of exp(score - m) v, probs [G, n] the
-// exp(score - m). With no key: m = -inf, l = 0, acc = 0. Keys and values are `storage`
-// elements; bf16 ones go through vdpbf16ps where the CPU has it (q and the probabilities
-// of P V rounded to bf16, as in the bf16 forward), else are widened to fp32.
+// the sum of exp(score - m), acc [G, d_v] the sum of exp(score - m) v, and when probs is
+// not null *probs [G, n] the exp(score - m). With no key: m = -inf, l = 0, acc = 0. Keys
+// and values are `storage` elements; bf16 ones go through vdpbf16ps where the CPU has it
+// (q, and on the row kernel the probabilities of P V, rounded to bf16, as in the bf16
+// forward), else are widened to fp32. The kernel is chosen by attend_path().
 void attend_partial(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
                     CacheStorage storage, const Segment* segs, index_t nsegs, float* m, float* l,
-                    float* acc, std::vector<float>& probs);
+                    float* acc, std::vector<float>* probs);
+
+// The two kernels of attend_partial (same arguments; probs [G, n] or null):
+//   rows   attend.cc: each chunk of keys transposed, the G rows against it (any G);
+//   lanes  attend_lanes.cc: the heads as vector lanes, keys not transposed (G >= 8).
+void attend_rows(const float* q, float scale, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
+                 const Segment* segs, index_t nsegs, float* m, float* l, float* acc, float* probs, index_t n);
+void attend_lanes(const float* q, float scale, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
+                  const Segment* segs, index_t nsegs, float* m, float* l, float* acc, float* probs, index_t n);
+
+// automatic: lanes for groups of at least kLanesMinGroup heads, rows below. Tests and
+// benchmarks force one (process-wide).
+enum class AttendPath { automatic, rows, lanes };
+inline constexpr index_t kLanesMinGroup = 8;
+void set_attend_path(AttendPath path);
+AttendPath attend_path();
 
 // attend_partial's state for one slice of a longer key list: m [G], l [G], acc [G, d_v],
 // probs [G, keys] = exp(score - m).
