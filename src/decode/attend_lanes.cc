@@ -33,7 +33,9 @@ namespace nsa::cpu::HWY_NAMESPACE {
 
 constexpr index_t kChunk = 64;                        // keys per online-softmax step
 constexpr int kKeys = 8;                              // keys per score block
-constexpr index_t kPrefetchKeys = 64;                 // prefetch distance in keys
+// Prefetch distance in keys, into L1 (measured: 16 and 32 keys slower on the dense step
+// at T = 65536; into L2 only, _MM_HINT_T1, slower too: 4.7 -> 5.0 ms on one thread).
+constexpr index_t kPrefetchKeys = 64;
 
 // Rows a fixed distance ahead in the concatenation of the segments, for software
 // prefetching: the hardware prefetchers lose the stream at every segment (a selection
@@ -164,7 +166,7 @@ NSA_CPU_BF16_DOT_ATTR inline void LaneScorePairs(const bf16* k, index_t cn, inde
     for (int x = 0; x < kKeys; ++x) a[x] = _mm512_setzero_ps();
     for (index_t c = 0; c < whole; ++c) {
       if (c % 16 == 0)  // 16 pairs: one cache line
-        for (int x = 0; x < kKeys; ++x) _mm_prefetch(reinterpret_cast<const char*>(pf[x] + 2 * c), _MM_HINT_T0);
+        for (int x = 0; x < kKeys; ++x) hwy::Prefetch(pf[x] + 2 * c);
       const __m512bh qv = (__m512bh)_mm512_loadu_si512(qTp + c * 16);
 #pragma GCC unroll 8
       for (int x = 0; x < kKeys; ++x) {
@@ -181,6 +183,29 @@ NSA_CPU_BF16_DOT_ATTR inline void LaneScorePairs(const bf16* k, index_t cn, inde
   }
 }
 #endif
+
+// Rows 0 .. heads-1 of P (row g at p + g * n, columns 0 .. cn-1) = ST [cn, NL] transposed:
+// 16 x 16 blocks in registers on AVX-512, element by element elsewhere.
+template <class D>
+HWY_INLINE void TransposeOut(D d, const float* ST, index_t cn, index_t heads, float* p, index_t n) {
+#if NSA_CPU_AVX512
+  if (hn::Lanes(d) == 16) {
+    for (index_t j0 = 0; j0 < cn; j0 += 16) {
+      const index_t k = std::min<index_t>(16, cn - j0);
+      __m512i r[16], o[16];
+      for (index_t i = 0; i < 16; ++i)
+        r[i] = i < k ? _mm512_loadu_si512(ST + (j0 + i) * 16) : _mm512_setzero_si512();
+      Transpose16x16(r, o);
+      const auto mask = static_cast<__mmask16>((1u << k) - 1u);
+      for (index_t g = 0; g < heads; ++g) _mm512_mask_storeu_epi32(p + g * n + j0, mask, o[g]);
+    }
+    return;
+  }
+#endif
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  for (index_t j = 0; j < cn; ++j)
+    for (index_t g = 0; g < heads; ++g) p[g * n + j] = ST[j * NL + g];
+}
 
 // The whole call for one block of heads h0 .. h0 + NL - 1 (those < G are real). E is the
 // stored element; pairs: bf16 scores by vdpbf16ps (AVX-512 targets, E = bf16).
@@ -236,8 +261,7 @@ void AttendHeadBlock(const float* q, float scale, index_t group, index_t h0, ind
 #endif
       LaneSoftmax(d, ST.data(), cn, vm, vl, accT.data(), d_v);
       if (probs != nullptr) {  // p relative to this chunk's max; rescaled at the end
-        for (index_t j = 0; j < cn; ++j)
-          for (index_t g = 0; g < heads; ++g) probs[(h0 + g) * n + col + c0 + j] = ST[j * NL + g];
+        TransposeOut(d, ST.data(), cn, heads, probs + h0 * n + col + c0, n);
         chunk_m.resize(chunk_m.size() + NL);
         hn::StoreU(vm, d, chunk_m.data() + chunk_m.size() - NL);
       }

@@ -157,6 +157,17 @@ void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const D
       decode::attend_part(st, w, kWin, 0, 1);
       decode::finish_token(st, w);
     });
+  } else if (tasks == 1) {
+    // One (sequence, kv head): its serial stages run on this thread, only the attention
+    // parts go to the pool (two synchronisations per step instead of five).
+    decode::TokenWork& w = work(0);
+    decode::begin_token(st, w, parts, scratch(0));
+    pool.parallel_tasks(parts, [&](std::int64_t i, int) { decode::attend_part(st, w, kCmp, i, parts); });
+    decode::select_token(st, w, scratch(0));
+    pool.parallel_tasks(parts * 2, [&](std::int64_t i, int) {
+      decode::attend_part(st, w, i % 2 == 0 ? kSlc : kWin, i / 2, parts);
+    });
+    decode::finish_token(st, w);
   } else {
     pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) {
       decode::begin_token(st, work(task), parts, scratch(worker));
