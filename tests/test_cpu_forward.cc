@@ -93,9 +93,13 @@ TEST(CpuForwardTargets, EveryCompiledTargetMatchesReference) {
 }
 
 // Bitwise reproducibility: same output for 1, 2 and 3 threads, with or without `saved`.
+// The phase-2 super-tiles depend on the thread count (G = 3: 63, 21 and 21 tokens;
+// G = 16 at T = 2100: 256, 256 and 172 tokens), so this also checks that their
+// size does not change the result.
 TEST(CpuForwardDeterminism, IndependentOfThreadsAndSaved) {
   const Config config(small_options());
-  RandomNsaProblem prob(config, shape(300, 6, 2, 64, 32, false, 21));
+  for (const auto& sh : {shape(300, 6, 2, 64, 32, false, 21), shape(2100, 16, 1, 32, 16, true, 5)}) {
+  RandomNsaProblem prob(config, sh);
   std::vector<float> first;
   for (int threads : {1, 2, 3}) {
     ThreadPool pool(threads);
@@ -107,8 +111,9 @@ TEST(CpuForwardDeterminism, IndependentOfThreadsAndSaved) {
         first = out;
       else
         EXPECT_EQ(0, std::memcmp(first.data(), out.data(), out.size() * sizeof(float)))
-            << threads << " threads, saved " << with_saved;
+            << threads << " threads, saved " << with_saved << ", " << sh.describe();
     }
+  }
   }
 }
 

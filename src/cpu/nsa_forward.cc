@@ -2,9 +2,10 @@
 // parallel phases.
 //   1. phi: compress every (block, kv head) of k_cmp / v_cmp once -> Kc, Vc (fp32; on the
 //      bf16 path then rounded to bf16, the storage type of every key and value)
-//   2. per (sequence, kv head, query tile) task, all G heads of the group together:
-//      compression attention + importance -> top-n blocks -> selection attention ->
-//      window attention -> gated combine into out (and the saved tensors)
+//   2. per (sequence, kv head, super-tile of up to 256 tokens) task, all G heads of the
+//      group together: per query tile compression attention + importance -> top-n blocks,
+//      window attention; then selection attention over the super-tile; gated combine
+//      into out (and the saved tensors)
 // Each task writes only its own rows, so the result does not depend on which worker ran
 // which task: bitwise identical for any thread count.
 #include <algorithm>
@@ -49,6 +50,16 @@ struct Fp32Phi {
     }
   }
 };
+
+// Tokens per phase-2 task: a multiple of the query tile, at most kMaxSuperTile, and small
+// enough that the longest sequence still gives every worker several tasks.
+constexpr index_t kMaxSuperTile = 256;
+index_t super_tile_tokens(const Problem& p, index_t tile_len, int workers) {
+  index_t longest = 0;
+  for (const SeqSpan& seq : p.seqs) longest = std::max(longest, seq.len);
+  const index_t per_task = longest / (4 * static_cast<index_t>(workers));
+  return std::max(tile_len, std::min(kMaxSuperTile, per_task / tile_len * tile_len));
+}
 
 template <class T>
 void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out,
@@ -131,19 +142,33 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
     return tiles.data.empty() ? nullptr : tiles.span(span);
   };
 
-  // Phase 2: query tiles.
+  // Phase 2: super-tiles of `super` tokens of one (sequence, kv head), each task:
+  //   per query tile of tile_len tokens (G * tile_len rows): compression attention, top-n,
+  //     window attention; out = g_cmp o_cmp + g_win o_win;
+  //   then the selection branch over the whole super-tile: every block of the union of its
+  //     tokens' choices is attended by the rows of each run of tokens that chose it, one
+  //     run after the other, so a block comes from memory once per super-tile instead of
+  //     once per query tile (with choices spread over T / l' blocks, as with random inputs
+  //     at long T, the per-tile unions hardly overlap and selection waits on DRAM);
+  //     out += g_slc o_slc.
+  // Every row sees the same keys in the same order whatever the super-tile size, so the
+  // result does not depend on it (nor on the thread count, which it depends on).
   const index_t tile_len = cpu::tile_tokens(G);
+  const index_t super = super_tile_tokens(p, tile_len, pool.size());
   std::vector<TileTask> tasks;
   for (index_t s = 0; s < static_cast<index_t>(p.seqs.size()); ++s)
     for (index_t h = 0; h < H_kv; ++h)
-      for (index_t t0 = 0; t0 < p.seqs[s].len; t0 += tile_len)
-        tasks.push_back({s, h, t0, std::min(tile_len, p.seqs[s].len - t0)});
-  std::vector<cpu::Scratch> scratch(static_cast<size_t>(pool.size()));
+      for (index_t t0 = 0; t0 < p.seqs[s].len; t0 += super)
+        tasks.push_back({s, h, t0, std::min(super, p.seqs[s].len - t0)});
+  // Later tokens see more compressed blocks: the heaviest tasks first, for the balance.
+  std::stable_sort(tasks.begin(), tasks.end(), [](const TileTask& a, const TileTask& b) { return a.t0 > b.t0; });
+  std::vector<cpu::Scratch> scratch(static_cast<size_t>(pool.size())), super_scratch(scratch.size());
   const float scale = static_cast<float>(p.scale);
 
   pool.parallel_tasks(static_cast<std::int64_t>(tasks.size()), [&](std::int64_t i, int worker) {
     const TileTask& task = tasks[static_cast<size_t>(i)];
     cpu::Scratch& s = scratch[static_cast<size_t>(worker)];
+    cpu::Scratch& sup = super_scratch[static_cast<size_t>(worker)];
     const SeqSpan& seq = p.seqs[static_cast<size_t>(task.seq)];
     const index_t h_kv = task.kv_head, b = seq.batch;
     const index_t cmp0 = p.cmp_offsets[static_cast<size_t>(task.seq)];
@@ -159,42 +184,66 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
                                  in.v_win.ptr(b, seq.start, h_kv), in.v_win.stride[1],
                                  tiles_of(win_keys, span), nullptr, tiles_of(win_key_pairs, span)};
 
-    cpu::QueryTile tile;
+    // The super-tile's queries, packed once; each query tile is a slice of them.
+    cpu::QueryTile whole;
     if constexpr (std::is_same_v<T, bf16>)
-      tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s, pairs);
+      whole = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, sup, pairs);
     else
-      tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s);
-    cpu::compression_attention(config, tile, cmp, num_cmp, s);
-    cpu::select_blocks(config, tile, s);
-    cpu::selection_attention(config, tile, slc, s);
-    cpu::window_attention(tile, win, config.window(), s.state[kWin], s);
+      whole = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, sup);
+    sup.sel.resize(static_cast<size_t>(task.tokens * top_n));
 
-    // Gated combine: o = g_cmp o_cmp + g_slc o_slc + g_win o_win.
+    // Row r (= tok * G + g of the super-tile) of branch br: o into s.out, lse; the saved
+    // tensors get both. Returns o.
+    auto finish_row = [&](const cpu::SoftmaxState& st, index_t r, index_t tok, int br) -> const float* {
+      const index_t g = r % G, h = h_kv * G + g, row = seq.row0 + task.t0 + tok;
+      float* o = s.out.data() + br * d_v;
+      const float lse = st.finalize_row(r, o);
+      if (saved) {
+        saved->lse[(br * p.rows + row) * H + h] = lse;
+        std::copy(o, o + d_v, saved->branch_out.data() + ((br * p.rows + row) * H + h) * d_v);
+      }
+      return o;
+    };
     s.out.resize(static_cast<size_t>(kNumBranches * d_v));
-    for (index_t tok = 0; tok < tile.tokens; ++tok) {
-      const index_t t = seq.start + task.t0 + tok, row = seq.row0 + task.t0 + tok;
-      for (index_t g = 0; g < G; ++g) {
-        const index_t r = tok * G + g, h = h_kv * G + g;
-        float lse[kNumBranches];
-        for (int br = 0; br < kNumBranches; ++br)
-          lse[br] = s.state[br].finalize_row(r, s.out.data() + br * d_v);
-        const T* gate = in.gates.ptr(b, t, h);
-        const float g_cmp = gate[kCmp], g_slc = gate[kSlc], g_win = gate[kWin];
-        const float *o_cmp = s.out.data(), *o_slc = o_cmp + d_v, *o_win = o_slc + d_v;
-        float* o = out.ptr(b, t, h);
-        for (index_t c = 0; c < d_v; ++c)
-          o[c] = g_cmp * o_cmp[c] + g_slc * o_slc[c] + g_win * o_win[c];
-        if (saved) {
-          for (int br = 0; br < kNumBranches; ++br) {
-            saved->lse[(br * p.rows + row) * H + h] = lse[br];
-            std::copy(s.out.data() + br * d_v, s.out.data() + (br + 1) * d_v,
-                      saved->branch_out.data() + ((br * p.rows + row) * H + h) * d_v);
-          }
+    for (index_t u0 = 0; u0 < task.tokens; u0 += tile_len) {
+      cpu::QueryTile tile = whole;
+      tile.t0 = task.t0 + u0;
+      tile.tokens = std::min(tile_len, task.tokens - u0);
+      tile.rows = tile.tokens * G;
+      tile.q = whole.q + u0 * G * d_k;
+      if (whole.q_pairs != nullptr) tile.q_pairs = whole.q_pairs + u0 * G * ((d_k + 1) / 2);
+      cpu::compression_attention(config, tile, cmp, num_cmp, s);
+      cpu::select_blocks(config, tile, s);
+      std::copy(s.sel.begin(), s.sel.end(), sup.sel.begin() + u0 * top_n);
+      cpu::window_attention(tile, win, config.window(), s.state[kWin], s);
+      for (index_t tok = 0; tok < tile.tokens; ++tok) {
+        const index_t t = seq.start + tile.t0 + tok;
+        for (index_t g = 0; g < G; ++g) {
+          const index_t r = tok * G + g, h = h_kv * G + g;
+          const float* o_cmp = finish_row(s.state[kCmp], r, u0 + tok, kCmp);
+          const float* o_win = finish_row(s.state[kWin], r, u0 + tok, kWin);
+          const T* gate = in.gates.ptr(b, t, h);
+          const float g_cmp = gate[kCmp], g_win = gate[kWin];
+          float* o = out.ptr(b, t, h);
+          for (index_t c = 0; c < d_v; ++c) o[c] = g_cmp * o_cmp[c] + g_win * o_win[c];
         }
       }
+    }
+
+    // Selection over the super-tile, then out += g_slc o_slc.
+    cpu::selection_attention(config, whole, slc, sup);
+    for (index_t tok = 0; tok < task.tokens; ++tok) {
+      const index_t t = seq.start + task.t0 + tok, row = seq.row0 + task.t0 + tok;
+      for (index_t g = 0; g < G; ++g) {
+        const index_t h = h_kv * G + g;
+        const float* o_slc = finish_row(sup.state[kSlc], tok * G + g, tok, kSlc);
+        const float g_slc = static_cast<float>(in.gates.ptr(b, t, h)[kSlc]);
+        float* o = out.ptr(b, t, h);
+        for (index_t c = 0; c < d_v; ++c) o[c] += g_slc * o_slc[c];
+      }
       if (saved)
-        std::copy(s.sel.data() + tok * top_n, s.sel.data() + (tok + 1) * top_n,
-                  saved->sel_blocks.data() + (row * H_kv + h_kv) * top_n);
+        std::copy(sup.sel.begin() + tok * top_n, sup.sel.begin() + (tok + 1) * top_n,
+                  saved->sel_blocks.begin() + (row * H_kv + h_kv) * top_n);
     }
   });
 }
