@@ -2,7 +2,7 @@
 // parallel phases.
 //   1. phi: compress every (block, kv head) of k_cmp / v_cmp once -> Kc, Vc (fp32; on the
 //      bf16 path then rounded to bf16, the storage type of every key and value)
-//   2. per (sequence, kv head, super-tile of up to 256 tokens) task, all G heads of the
+//   2. per (sequence, kv head, super-tile of up to 4096 / G tokens) task, all G heads of the
 //      group together: per query tile compression attention + importance -> top-n blocks,
 //      window attention; then selection attention over the super-tile; gated combine
 //      into out (and the saved tensors)
@@ -51,14 +51,18 @@ struct Fp32Phi {
   }
 };
 
-// Tokens per phase-2 task: a multiple of the query tile, at most kMaxSuperTile, and small
-// enough that the longest sequence still gives every worker several tasks.
-constexpr index_t kMaxSuperTile = 256;
+// Tokens per phase-2 task: a multiple of the query tile, at most kMaxSuperRows / G (the
+// super-tile's packed queries and selection state, ~5 MB per worker at d_k + d_v = 320,
+// stay in L3), and small enough that the longest sequence still gives every worker
+// several tasks. 256 tokens at G = 16 measured best at T = 65536 (128: 7.33 s, 256:
+// 7.0-7.19 s, 512: 7.22 s, 1024: 7.78-8.05 s, one query tile: 7.58-7.78 s).
+constexpr index_t kMaxSuperRows = 4096;
 index_t super_tile_tokens(const Problem& p, index_t tile_len, int workers) {
   index_t longest = 0;
   for (const SeqSpan& seq : p.seqs) longest = std::max(longest, seq.len);
   const index_t per_task = longest / (4 * static_cast<index_t>(workers));
-  return std::max(tile_len, std::min(kMaxSuperTile, per_task / tile_len * tile_len));
+  const index_t cap = kMaxSuperRows / p.group;
+  return std::max(tile_len, std::min(cap, per_task) / tile_len * tile_len);
 }
 
 template <class T>
@@ -142,7 +146,8 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
     return tiles.data.empty() ? nullptr : tiles.span(span);
   };
 
-  // Phase 2: super-tiles of `super` tokens of one (sequence, kv head), each task:
+  // Phase 2: super-tiles of `super` tokens of one (sequence, kv head) (super_tile_tokens),
+  // each task:
   //   per query tile of tile_len tokens (G * tile_len rows): compression attention, top-n,
   //     window attention; out = g_cmp o_cmp + g_win o_win;
   //   then the selection branch over the whole super-tile: every block of the union of its
