@@ -40,6 +40,31 @@ namespace hn = hwy::HWY_NAMESPACE;
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// exp(x) for a softmax numerator, x = score - max <= 0, in 12 vector operations instead of
+// the ~25 of Highway's Exp (which handles every x): n = round(x log2 e), r = x - n ln 2
+// (two-constant Cody-Waite: n ln2_hi is exact), e^r by its Taylor series to r^6 (|r| <=
+// ln 2 / 2: truncation below 1.3e-7 relative), times 2^n through the exponent bits. x = 0
+// gives exactly 1; x below -86 (and -inf) gives exp(-86) ~ 4e-38, never a denormal: a
+// softmax whose largest term is 1 cannot tell. Measured: exp was 8% of the fp32 NSA forward
+// at T = 8192 and 14% of the bf16 one.
+template <class D>
+HWY_INLINE hn::Vec<D> ExpSoftmax(D d, hn::Vec<D> x) {
+  const hn::RebindToSigned<D> di;
+  x = hn::Max(x, hn::Set(d, -86.0f));
+  const auto n = hn::Round(hn::Mul(x, hn::Set(d, 1.44269504088896341f)));
+  auto r = hn::NegMulAdd(n, hn::Set(d, 0.693145751953125f), x);
+  r = hn::NegMulAdd(n, hn::Set(d, 1.428606765330187e-06f), r);
+  auto p = hn::Set(d, 1.0f / 720.0f);
+  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 120.0f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 24.0f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.0f / 6.0f));
+  p = hn::MulAdd(p, r, hn::Set(d, 0.5f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
+  const auto two_n = hn::ShiftLeft<23>(hn::ConvertTo(di, n));
+  return hn::BitCast(d, hn::Add(hn::BitCast(di, p), two_n));
+}
+
 // fp32 value of a stored element, scalar and one vector of lanes (bf16: exact widening).
 inline float ToFloat(float x) { return x; }
 inline float ToFloat(bf16 x) { return static_cast<float>(x); }
@@ -483,7 +508,7 @@ inline void SoftmaxRescale(float* S, index_t rows, index_t n, SoftmaxState& st, 
     auto vsum = hn::Zero(d);
     for (index_t j = 0; j < n_pad; j += NL) {
       const auto sv = hn::LoadU(d, srow + j);
-      const auto p = hn::IfThenElseZero(hn::Ne(sv, neg_inf), hn::Exp(d, hn::Sub(sv, vm)));
+      const auto p = hn::IfThenElseZero(hn::Ne(sv, neg_inf), ExpSoftmax(d, hn::Sub(sv, vm)));
       vsum = hn::Add(vsum, p);
       hn::StoreU(p, d, srow + j);
     }

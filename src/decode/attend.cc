@@ -38,7 +38,7 @@ inline void ExpRow(float* row, index_t n, float& m, float& l) {
   const auto vm = hn::Set(d, mx);
   auto vsum = hn::Zero(d);
   for (index_t i = 0; i < nv; i += NL) {
-    const auto p = hn::Exp(d, hn::Sub(hn::LoadU(d, row + i), vm));
+    const auto p = ExpSoftmax(d, hn::Sub(hn::LoadU(d, row + i), vm));
     vsum = hn::Add(vsum, p);
     hn::StoreU(p, d, row + i);
   }

@@ -98,11 +98,11 @@ HWY_INLINE void LaneSoftmax(D d, float* ST, index_t cn, hn::Vec<D>& m, hn::Vec<D
   auto cmax = neg_inf;
   for (index_t j = 0; j < cn; ++j) cmax = hn::Max(cmax, hn::LoadU(d, ST + j * NL));
   const auto m_new = hn::Max(m, cmax);
-  const auto alpha = hn::IfThenElseZero(hn::Ne(m, neg_inf), hn::Exp(d, hn::Sub(m, m_new)));
+  const auto alpha = hn::IfThenElseZero(hn::Ne(m, neg_inf), ExpSoftmax(d, hn::Sub(m, m_new)));
   l = hn::Mul(l, alpha);
   for (index_t c = 0; c < d_v; ++c) hn::StoreU(hn::Mul(hn::LoadU(d, accT + c * NL), alpha), d, accT + c * NL);
   for (index_t j = 0; j < cn; ++j) {
-    const auto p = hn::Exp(d, hn::Sub(hn::LoadU(d, ST + j * NL), m_new));
+    const auto p = ExpSoftmax(d, hn::Sub(hn::LoadU(d, ST + j * NL), m_new));
     l = hn::Add(l, p);
     hn::StoreU(p, d, ST + j * NL);
   }

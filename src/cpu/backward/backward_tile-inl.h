@@ -129,7 +129,7 @@ inline void GradTile(const RowPack& rp, const float* ktk, const float* ktv, inde
       const auto s = hn::LoadU(d, prow + j);
       const auto visible = hn::Ne(s, neg_inf);
       // lse = -inf only for rows that see no key at all: then every s is -inf too.
-      const auto p = hn::IfThenElseZero(visible, hn::Mul(gate, hn::Exp(d, hn::Sub(s, lse))));
+      const auto p = hn::IfThenElseZero(visible, hn::Mul(gate, ExpSoftmax(d, hn::Sub(s, lse))));
       const auto ds = hn::IfThenElseZero(visible, hn::Mul(p, hn::Sub(hn::LoadU(d, drow + j), dot)));
       hn::StoreU(p, d, prow + j);
       hn::StoreU(ds, d, drow + j);
