@@ -77,7 +77,10 @@ struct DecodeShape {
   index_t max_seqs = 1;             // batch capacity: sequence ids 0 .. max_seqs - 1
   index_t max_tokens = 0;           // per-sequence limit; 0 = unbounded
   index_t chunk_tokens = 0;         // growth granularity; 0 = the smallest multiple of
-                                    //   sel_block >= 256; must be a multiple of sel_block
+                                    //   sel_block >= 1024 (then a chunk's 1024 / d
+                                    //   compressed keys are one run for the step: 256-token
+                                    //   chunks cost 12% more at T = 65536); must be a
+                                    //   multiple of sel_block
   CacheStorage storage = CacheStorage::fp32;
 };
 

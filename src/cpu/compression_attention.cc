@@ -15,6 +15,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "cpu/attention_tile-inl.h"
+#include "cpu/block_scores.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace nsa::cpu::HWY_NAMESPACE {
@@ -43,10 +44,11 @@ void CompressionAttentionT(const Config& config, const QueryTile& tile, const Ke
   AttendRange(tile, 0, rows, cmp, 0, key1, s.lo.data(), s.hi.data(), st, s, &keep);
 
   // Pass 2: importance of each selection block, [tokens, num_sel].
-  const index_t sel_len = config.sel_block(), l = config.block_len(), stride = config.stride();
+  const index_t sel_len = config.sel_block();
   const index_t num_sel = (tile.t0 + tile.tokens - 1) / sel_len + 1;
   s.sel_scores.assign(static_cast<size_t>(tile.tokens * num_sel), 0.0f);
   if (key1 == 0) return;
+  const BlockSpread spread(config);
   s.lse.resize(static_cast<size_t>(rows));
   s.lse_scale.resize(static_cast<size_t>(G));
   for (index_t r = 0; r < rows; ++r)
@@ -71,16 +73,7 @@ void CompressionAttentionT(const Config& config, const QueryTile& tile, const Ke
         hn::StoreU(sum, d, sum_row + j);
       }
       // Spread P[i] over the selection blocks j that compressed block i overlaps.
-      float* score = s.sel_scores.data() + tok * num_sel;
-      for (index_t x = 0; x < n; ++x) {
-        const float P = sum_row[x];
-        if (P == 0.0f) continue;
-        const index_t begin = (s0 + x) * stride, end = begin + l;
-        for (index_t j = begin / sel_len; j <= (end - 1) / sel_len; ++j) {
-          const index_t overlap = std::min(end, (j + 1) * sel_len) - std::max(begin, j * sel_len);
-          score[j] += P * (static_cast<float>(overlap) / static_cast<float>(stride));
-        }
-      }
+      spread.add(sum_row, s0, n, s.sel_scores.data() + tok * num_sel);
     }
   }
 }

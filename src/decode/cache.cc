@@ -282,7 +282,7 @@ void forward_bf16(const DecodeCache::State& st, const DecodeTokens& x, TensorVie
 
 DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeights<float>& pk,
                           const PhiWeights<float>& pv)
-    : config(c), shape(s) {
+    : config(c), shape(s), spread(c) {
   if (s.heads <= 0 || s.kv_heads <= 0 || s.d_k <= 0 || s.d_v <= 0)
     throw Error("DecodeShape: heads, kv_heads, d_k and d_v must be positive, got H=" + str(s.heads) +
                 " H_kv=" + str(s.kv_heads) + " d_k=" + str(s.d_k) + " d_v=" + str(s.d_v));
@@ -298,7 +298,7 @@ DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeight
   if (s.chunk_tokens < 0 || s.chunk_tokens % lp != 0)
     throw Error("DecodeShape: chunk_tokens must be 0 or a positive multiple of sel_block = " + str(lp) +
                 ", got " + str(s.chunk_tokens));
-  shape.chunk_tokens = s.chunk_tokens > 0 ? s.chunk_tokens : lp * ((256 + lp - 1) / lp);
+  shape.chunk_tokens = s.chunk_tokens > 0 ? s.chunk_tokens : lp * ((1024 + lp - 1) / lp);
   group = s.heads / s.kv_heads;
   chunk = shape.chunk_tokens;
   cmp_per_chunk = chunk / c.stride();

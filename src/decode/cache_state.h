@@ -16,6 +16,7 @@
 #include <memory>
 #include <vector>
 
+#include "cpu/block_scores.h"
 #include "decode/kernels.h"
 #include "nsa/decode.h"
 
@@ -78,6 +79,7 @@ struct TokenWork {
 struct DecodeCache::State {
   Config config;
   DecodeShape shape;
+  cpu::BlockSpread spread;           // compressed-block importance -> selection-block scores
   index_t group = 0, chunk = 0, cmp_per_chunk = 0;
   int kv_streams = 0;                // raw K (and V) streams: 1 shared, 3 independent
   index_t elem_bytes = 4;            // bytes of one stored element (4 fp32, 2 bf16)

@@ -140,7 +140,6 @@ void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) 
   const index_t G = st.group, d_v = st.shape.d_v, C = st.chunk;
   DecodeSequence& q = *w.q;
   const index_t t = q.pos, h = w.h, lp = config.sel_block();
-  const index_t l = config.block_len(), d = config.stride();
   const index_t visible = total_keys(w.segs[kCmp]);
 
   // 4. o_cmp, and the importance: P[i] = sum over the group of p[g][i];
@@ -149,14 +148,7 @@ void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) 
   merge_partials(w.parts[kCmp], G, d_v, w.o[kCmp].data(), s.imp.data());
   const index_t candidates = t / lp + 1;
   s.score.assign(static_cast<size_t>(candidates), 0.0f);
-  const float inv_d = 1.0f / static_cast<float>(d);
-  for (index_t i = 0; i < visible; ++i) {
-    const index_t lo = i * d, hi = i * d + l;  // [lo, hi)
-    for (index_t j = lo / lp; j * lp < hi; ++j) {
-      const index_t ov = std::min(hi, (j + 1) * lp) - std::max(lo, j * lp);
-      s.score[j] += s.imp[i] * static_cast<float>(ov) * inv_d;
-    }
-  }
+  st.spread.add(s.imp.data(), 0, visible, s.score.data());
 
   // 5. The selection branch's keys: tokens s <= t of the chosen blocks.
   std::int32_t* sel = q.sel.data() + h * config.top_n();
