@@ -110,7 +110,7 @@ HWY_INLINE void LaneSoftmax(D d, float* ST, index_t cn, hn::Vec<D>& m, hn::Vec<D
 }
 
 // accT[c0 + y] += sum_j v[j][c0 + y] * P[j] for y < CB: CB accumulators, each P vector
-// loaded once for the CB columns. E = bf16 widens each broadcast element.
+// loaded once for the CB columns. E = bf16 widens each broadcast element (two per load).
 // pf: rows to prefetch (for the first column block only), one per key, may be null.
 template <int CB, class D, class E>
 HWY_INLINE void LaneValues(D d, const float* P, index_t cn, const E* v, index_t d_v, index_t c0, float* accT,
@@ -124,8 +124,23 @@ HWY_INLINE void LaneValues(D d, const float* P, index_t cn, const E* v, index_t 
     const E* vr = v + j * d_v + c0;
     if (pf != nullptr && pf[j] != nullptr)
       for (index_t c = 0; c < d_v; c += 64 / static_cast<index_t>(sizeof(E))) hwy::Prefetch(pf[j] + c);
+    if constexpr (std::is_same_v<E, bf16> && CB % 2 == 0) {
+      // Two bf16 values per 32-bit broadcast; the even one shifted into place, the odd one
+      // masked (a bf16 is the upper half of its float).
+      const hn::RebindToUnsigned<D> du;
+      const auto upper = hn::Set(du, 0xFFFF0000u);
+#pragma GCC unroll 8
+      for (int y = 0; y < CB; y += 2) {
+        std::uint32_t pair;
+        std::memcpy(&pair, vr + y, 4);
+        const auto both = hn::Set(du, pair);
+        a[y] = hn::MulAdd(hn::BitCast(d, hn::ShiftLeft<16>(both)), pv, a[y]);
+        a[y + 1] = hn::MulAdd(hn::BitCast(d, hn::And(both, upper)), pv, a[y + 1]);
+      }
+    } else {
 #pragma GCC unroll 16
-    for (int y = 0; y < CB; ++y) a[y] = hn::MulAdd(hn::Set(d, ToFloat(vr[y])), pv, a[y]);
+      for (int y = 0; y < CB; ++y) a[y] = hn::MulAdd(hn::Set(d, ToFloat(vr[y])), pv, a[y]);
+    }
   }
 #pragma GCC unroll 16
   for (int y = 0; y < CB; ++y) hn::StoreU(a[y], d, accT + (c0 + y) * NL);
