@@ -1,5 +1,6 @@
 // Timing part of nsa_gpu_check: NSA forward vs the dense flash forward, bf16 storage,
-// cudaEvent timings, median of a few reps (each measurement bounded in time).
+// cudaEvent timings, median of a few reps (each measurement bounded in time); then the
+// same for the backward passes (bench_backward).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 
 #include "nsa/attention.h"
 #include "nsa/cuda.h"
+#include "nsa/cuda_backward.h"
 #include "nsa/error.h"
 
 namespace {
@@ -87,6 +89,85 @@ double nsa_flops(const nsa::Config& c, index_t T, index_t H, index_t dk, index_t
   for (index_t t = 0; t < T; ++t)
     keys += double(c.visible_cmp_blocks(t)) + double(std::min(t + 1, sel)) + double(std::min<index_t>(t + 1, c.window()));
   return 2.0 * H * double(dk + dv) * keys;
+}
+
+// Backward timing: NSA backward vs the dense flash backward, same shapes as the forward
+// table (bf16 inputs, fp32 gradients). Each backward is timed after one forward call that
+// leaves the saved state (NSA) or the output and lse (dense) it needs.
+template <class RunNsa, class RunDense, class NsaIn, class DenseIn>
+void bench_backward(const nsa::Config& config, const std::vector<index_t>& Ts, double budget, double give_up, Bufs& b,
+                    ncu::Workspace& ws, ncu::Workspace& ws_dense, ncu::NsaSavedDevice& saved, RunNsa run_nsa, RunDense run_dense,
+                    NsaIn nsa_inputs, DenseIn dense_inputs, int& checks, int& failures) {
+  const index_t Hkv = 4, dk = 192, dv = 128, H = 64, Tmax = Ts.back(), l = config.block_len();
+  std::printf("\n== backward timing: bf16 inputs, fp32 gradients, B=1, H=64 H_kv=4 d_k=192 d_v=128 ==\n");
+  ncu::DeviceBuffer dout, dq, dk_b[3], dv_b[3], dgates;
+  fill(dout, std::size_t(Tmax) * H * dv, 7, 1.f);
+  dq.reserve(std::size_t(Tmax) * H * dk * sizeof(float));
+  for (int i = 0; i < 3; ++i) {
+    dk_b[i].reserve(std::size_t(Tmax) * Hkv * dk * sizeof(float));
+    dv_b[i].reserve(std::size_t(Tmax) * Hkv * dv * sizeof(float));
+  }
+  dgates.reserve(std::size_t(Tmax) * H * 3 * sizeof(float));
+  // phi (mlp) parameter gradients, hidden = dim.
+  std::vector<ncu::DeviceBuffer> pg;
+  auto phi_grads = [&](index_t dim) {
+    nsa::PhiGradients<float> g;
+    float** fields[] = {&g.pe, &g.w1, &g.b1, &g.w2, &g.b2};
+    const index_t sizes[] = {l * dim, dim * l * dim, dim, dim * dim, dim};
+    for (int i = 0; i < 5; ++i) {
+      pg.emplace_back(std::size_t(sizes[i]) * sizeof(float));
+      *fields[i] = pg.back().as<float>();
+    }
+    return g;
+  };
+  pg.reserve(10);
+  const auto gk = phi_grads(dk), gv = phi_grads(dv);
+  auto grads = [&](index_t T) {
+    nsa::NsaGradients<float> g;
+    g.dq = nsa::contiguous_view(dq.as<float>(), 1, T, H, dk);
+    g.dk_cmp = nsa::contiguous_view(dk_b[0].as<float>(), 1, T, Hkv, dk);
+    g.dk_slc = nsa::contiguous_view(dk_b[1].as<float>(), 1, T, Hkv, dk);
+    g.dk_win = nsa::contiguous_view(dk_b[2].as<float>(), 1, T, Hkv, dk);
+    g.dv_cmp = nsa::contiguous_view(dv_b[0].as<float>(), 1, T, Hkv, dv);
+    g.dv_slc = nsa::contiguous_view(dv_b[1].as<float>(), 1, T, Hkv, dv);
+    g.dv_win = nsa::contiguous_view(dv_b[2].as<float>(), 1, T, Hkv, dv);
+    g.dgates = nsa::contiguous_view(dgates.as<float>(), 1, T, H, 3);
+    g.phi_k = gk;
+    g.phi_v = gv;
+    return g;
+  };
+  auto finite = [&](const std::string& name, index_t T) {
+    std::vector<float> h(static_cast<std::size_t>(std::min<index_t>(T * H * dk, 1 << 20)));
+    dq.copy_to_host(h.data(), h.size() * sizeof(float));
+    bool ok = true;
+    for (float x : h) ok = ok && std::isfinite(x);
+    ++checks;
+    if (!ok) {
+      ++failures;
+      std::printf("FAIL %s: non-finite dq\n", name.c_str());
+    }
+  };
+  std::printf("%7s | %11s | %11s %8s\n", "T", "nsa bwd ms", "dense bwd ms", "speedup");
+  for (index_t T : Ts) {
+    int r1 = 0, r2 = 0;
+    run_nsa(T, H);  // saved state of this T
+    const auto dview = nsa::contiguous_view<const Tag>(dout.as<const Tag>(), 1, T, H, dv);
+    const double t_nsa = median_ms([&] { ncu::nsa_backward<Tag>(config, nsa_inputs(T, H), saved, dview, grads(T), ws, nullptr); },
+                                   budget, 3, give_up, &r1);
+    finite("bench nsa backward T=" + std::to_string(T), T);
+    run_dense(T, H, dk, dv);  // output and lse of this T
+    const auto out = nsa::contiguous_view<const Tag>(b.out.as<const Tag>(), 1, T, H, dv);
+    nsa::DenseGradients<float> dg{nsa::contiguous_view(dq.as<float>(), 1, T, H, dk),
+                                  nsa::contiguous_view(dk_b[0].as<float>(), 1, T, Hkv, dk),
+                                  nsa::contiguous_view(dv_b[0].as<float>(), 1, T, Hkv, dv)};
+    const double t_dense = median_ms([&] {
+      ncu::dense_backward<Tag>(dense_inputs(T, H, dk, dv), out, b.lse.as<const float>(), dview, dg, ws_dense, nullptr);
+    }, budget, 3, give_up, &r2);
+    finite("bench dense backward T=" + std::to_string(T), T);
+    std::printf("%7lld | %11.3f | %11.3f %7.2fx   (reps %d/%d)\n", static_cast<long long>(T), t_nsa, t_dense,
+                t_nsa > 0 ? t_dense / t_nsa : 0.0, r1, r2);
+    std::fflush(stdout);
+  }
 }
 
 }  // namespace
@@ -206,4 +287,7 @@ void run_bench(bool quick, index_t max_t, int& checks, int& failures) {
                 t_nsa / H, t_dense, t_nsa > 0 ? t_dense / t_nsa : 0.0);
     std::fflush(stdout);
   }
+
+  bench_backward(config, Ts, budget, give_up, b, ws, ws_dense, saved, run_nsa, run_dense, nsa_inputs,
+                 dense_inputs, checks, failures);
 }

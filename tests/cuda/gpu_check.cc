@@ -1,13 +1,15 @@
 // nsa_gpu_check: the kernel lab of the CUDA backend (llm.c style).
 //
-//   1. correctness: every CUDA path (NSA forward in fp32 / bf16 / fp16, dense forward)
-//      against the float64 reference on fresh random inputs, one line per check:
+//   1. correctness: every CUDA path (NSA forward in fp32 / bf16 / fp16, dense forward;
+//      the backward passes, check_backward.cc) against the float64 reference on fresh
+//      random inputs, one line per check:
 //        OK   nsa/f32 G=4 ... out maxrel=3.1e-07 (tol 1e-05)
 //      For 16-bit storage the reference runs on the same rounded inputs, so only the
 //      kernels' error is measured. Selection indices must equal the reference's except
 //      where the reference's scores are near-tied (checked with the reference's scores).
-//   2. timing (cudaEvents, median of a few reps): NSA forward vs dense flash forward, bf16,
-//      B=1, H=64, H_kv=4 (G=4), d_k=192, d_v=128, T = 8k..64k; plus dense d_k=d_v=128.
+//   2. timing (cudaEvents, median of a few reps): NSA vs dense flash, bf16, B=1, H=64,
+//      H_kv=4 (G=4), d_k=192, d_v=128, T = 8k..64k: forward (plus dense d_k=d_v=128),
+//      backward (bench.cc).
 //
 // Exit status: 0 when every check passed (or when there is no CUDA device: prints
 // "SKIPPED: no CUDA device"), 1 otherwise.
@@ -29,106 +31,19 @@
 #include "nsa/cuda.h"
 #include "nsa/error.h"
 #include "reference/reference.h"
+#include "check_util.h"
 #include "testing/random_problem.h"
+
+using namespace nsa::gpu_check;
+
+// check_backward.cc: the CUDA backward vs the float64 reference.
+void run_backward_checks(bool quick);
 
 namespace {
 
-using nsa::index_t;
 using nsa::testing::ProblemShape;
 using nsa::testing::RandomDenseProblem;
 using nsa::testing::RandomNsaProblem;
-namespace ncu = nsa::cuda;
-
-int g_checks = 0, g_failures = 0;
-bool g_reference_only = false;  // --reference-only: time the float64 reference runs (no GPU needed)
-
-void report(bool ok, const std::string& name, const std::string& detail) {
-  ++g_checks;
-  if (!ok) ++g_failures;
-  std::printf("%-4s %s %s\n", ok ? "OK" : "FAIL", name.c_str(), detail.c_str());
-  std::fflush(stdout);
-}
-
-char buf_[512];
-template <class... A>
-std::string fmt(const char* f, A... a) {
-  std::snprintf(buf_, sizeof(buf_), f, a...);
-  return buf_;
-}
-
-// ---- storage types -------------------------------------------------------------------
-template <class Tag> const char* tag_name();
-template <> const char* tag_name<float>() { return "f32"; }
-template <> const char* tag_name<ncu::bf16>() { return "bf16"; }
-template <> const char* tag_name<ncu::f16>() { return "f16"; }
-
-template <class Tag> Tag to_tag(float x) {
-  if constexpr (std::is_same_v<Tag, float>) return x; else return Tag::from_float(x);
-}
-template <class Tag> float from_tag(Tag x) {
-  if constexpr (std::is_same_v<Tag, float>) return x; else return x.to_float();
-}
-template <class Tag> double tolerance() { return std::is_same_v<Tag, float> ? 1e-5 : 1e-2; }
-
-// Rounds float64 values to what Tag can hold (the reference then runs on exactly the
-// values the kernels see).
-template <class Tag>
-void round_to(std::vector<double>& v) {
-  for (auto& x : v) x = from_tag<Tag>(to_tag<Tag>(static_cast<float>(x)));
-}
-
-// Device copies of host arrays; the same host pointer maps to the same device buffer
-// (shared K/V stays shared).
-template <class Tag>
-class Uploader {
- public:
-  const Tag* get(const float* host, std::size_t n) {
-    if (host == nullptr) return nullptr;
-    auto it = map_.find(host);
-    if (it != map_.end()) return it->second->template as<Tag>();
-    std::vector<Tag> tmp(n);
-    for (std::size_t i = 0; i < n; ++i) tmp[i] = to_tag<Tag>(host[i]);
-    buffers_.emplace_back(std::make_unique<ncu::DeviceBuffer>(n * sizeof(Tag)));
-    buffers_.back()->copy_from_host(tmp.data(), n * sizeof(Tag));
-    map_[host] = buffers_.back().get();
-    return buffers_.back()->template as<Tag>();
-  }
-  nsa::TensorView<const Tag> view(const nsa::TensorView<const float>& v) {
-    const std::size_t n = static_cast<std::size_t>(v.shape[0] * v.stride[0]);
-    return {get(v.data, n), v.shape, v.stride};
-  }
-
- private:
-  std::map<const float*, ncu::DeviceBuffer*> map_;
-  std::vector<std::unique_ptr<ncu::DeviceBuffer>> buffers_;
-};
-
-template <class Tag>
-std::vector<float> download(const ncu::DeviceBuffer& b, std::size_t n) {
-  std::vector<Tag> tmp(n);
-  b.copy_to_host(tmp.data(), n * sizeof(Tag));
-  std::vector<float> out(n);
-  for (std::size_t i = 0; i < n; ++i) out[i] = from_tag<Tag>(tmp[i]);
-  return out;
-}
-
-double rel_err(const std::vector<float>& x, const double* ref, std::size_t n) {
-  return nsa::testing::relative_error(x.data(), ref, static_cast<index_t>(n));
-}
-
-// lse: -inf must match exactly; finite values compared by max abs difference.
-double lse_err(const std::vector<float>& x, const std::vector<double>& ref) {
-  double worst = 0.0;
-  for (std::size_t i = 0; i < ref.size(); ++i) {
-    if (std::isinf(ref[i]) || std::isinf(x[i])) {
-      if (!(std::isinf(ref[i]) && std::isinf(x[i]) && ref[i] < 0 && x[i] < 0)) return INFINITY;
-      continue;
-    }
-    if (!std::isfinite(x[i])) return INFINITY;
-    worst = std::max(worst, std::abs(x[i] - ref[i]));
-  }
-  return worst;
-}
 
 struct NsaCase {
   std::string name;
@@ -392,6 +307,7 @@ void run_checks(bool quick) {
   for (const auto& [n, s] : dense) check_dense<ncu::bf16>(n, s);
   check_dense<ncu::f16>(dense[1].first, dense[1].second);
   check_errors();
+  run_backward_checks(quick);
 }
 
 }  // namespace

@@ -1,0 +1,115 @@
+// Shared helpers of the CUDA kernel lab (nsa_gpu_check): check reporting, storage-type
+// tags, host <-> device copies with conversion, error measures. Each check file
+// (gpu_check.cc: forward; check_decode.cc, check_backward.cc) includes this header.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "nsa/attention.h"
+#include "nsa/cuda.h"
+#include "testing/random_problem.h"
+
+namespace nsa::gpu_check {
+
+using nsa::index_t;
+namespace ncu = nsa::cuda;
+
+inline int g_checks = 0, g_failures = 0;
+inline bool g_reference_only = false;  // --reference-only: time the float64 reference runs (no GPU needed)
+
+inline void report(bool ok, const std::string& name, const std::string& detail) {
+  ++g_checks;
+  if (!ok) ++g_failures;
+  std::printf("%-4s %s %s\n", ok ? "OK" : "FAIL", name.c_str(), detail.c_str());
+  std::fflush(stdout);
+}
+
+template <class... A>
+std::string fmt(const char* f, A... a) {
+  char buf[512];
+  std::snprintf(buf, sizeof(buf), f, a...);
+  return buf;
+}
+
+// ---- storage types -------------------------------------------------------------------
+template <class Tag> const char* tag_name();
+template <> inline const char* tag_name<float>() { return "f32"; }
+template <> inline const char* tag_name<ncu::bf16>() { return "bf16"; }
+template <> inline const char* tag_name<ncu::f16>() { return "f16"; }
+
+template <class Tag> Tag to_tag(float x) {
+  if constexpr (std::is_same_v<Tag, float>) return x; else return Tag::from_float(x);
+}
+template <class Tag> float from_tag(Tag x) {
+  if constexpr (std::is_same_v<Tag, float>) return x; else return x.to_float();
+}
+template <class Tag> double tolerance() { return std::is_same_v<Tag, float> ? 1e-5 : 1e-2; }
+
+// Rounds float64 values to what Tag can hold (the reference then runs on exactly the
+// values the kernels see).
+template <class Tag>
+void round_to(std::vector<double>& v) {
+  for (auto& x : v) x = from_tag<Tag>(to_tag<Tag>(static_cast<float>(x)));
+}
+
+// Device copies of host arrays; the same host pointer maps to the same device buffer
+// (shared K/V stays shared).
+template <class Tag>
+class Uploader {
+ public:
+  const Tag* get(const float* host, std::size_t n) {
+    if (host == nullptr) return nullptr;
+    auto it = map_.find(host);
+    if (it != map_.end()) return it->second->template as<Tag>();
+    std::vector<Tag> tmp(n);
+    for (std::size_t i = 0; i < n; ++i) tmp[i] = to_tag<Tag>(host[i]);
+    buffers_.emplace_back(std::make_unique<ncu::DeviceBuffer>(n * sizeof(Tag)));
+    buffers_.back()->copy_from_host(tmp.data(), n * sizeof(Tag));
+    map_[host] = buffers_.back().get();
+    return buffers_.back()->template as<Tag>();
+  }
+  nsa::TensorView<const Tag> view(const nsa::TensorView<const float>& v) {
+    const std::size_t n = static_cast<std::size_t>(v.shape[0] * v.stride[0]);
+    return {get(v.data, n), v.shape, v.stride};
+  }
+
+ private:
+  std::map<const float*, ncu::DeviceBuffer*> map_;
+  std::vector<std::unique_ptr<ncu::DeviceBuffer>> buffers_;
+};
+
+template <class Tag>
+std::vector<float> download(const ncu::DeviceBuffer& b, std::size_t n) {
+  std::vector<Tag> tmp(n);
+  b.copy_to_host(tmp.data(), n * sizeof(Tag));
+  std::vector<float> out(n);
+  for (std::size_t i = 0; i < n; ++i) out[i] = from_tag<Tag>(tmp[i]);
+  return out;
+}
+
+inline double rel_err(const std::vector<float>& x, const double* ref, std::size_t n) {
+  return nsa::testing::relative_error(x.data(), ref, static_cast<index_t>(n));
+}
+
+// lse: -inf must match exactly; finite values compared by max abs difference.
+inline double lse_err(const std::vector<float>& x, const std::vector<double>& ref) {
+  double worst = 0.0;
+  for (std::size_t i = 0; i < ref.size(); ++i) {
+    if (std::isinf(ref[i]) || std::isinf(x[i])) {
+      if (!(std::isinf(ref[i]) && std::isinf(x[i]) && ref[i] < 0 && x[i] < 0)) return INFINITY;
+      continue;
+    }
+    if (!std::isfinite(x[i])) return INFINITY;
+    worst = std::max(worst, std::abs(x[i] - ref[i]));
+  }
+  return worst;
+}
+
+}  // namespace nsa::gpu_check
