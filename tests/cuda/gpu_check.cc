@@ -1,15 +1,16 @@
 // nsa_gpu_check: the kernel lab of the CUDA backend (llm.c style).
 //
 //   1. correctness: every CUDA path (NSA forward in fp32 / bf16 / fp16, dense forward;
-//      the backward passes, check_backward.cc) against the float64 reference on fresh
-//      random inputs, one line per check:
+//      the backward passes, check_backward.cc; the decode cache and the dense decode
+//      step, check_decode.cc) against the float64 reference on fresh random inputs, one
+//      line per check:
 //        OK   nsa/f32 G=4 ... out maxrel=3.1e-07 (tol 1e-05)
 //      For 16-bit storage the reference runs on the same rounded inputs, so only the
 //      kernels' error is measured. Selection indices must equal the reference's except
 //      where the reference's scores are near-tied (checked with the reference's scores).
 //   2. timing (cudaEvents, median of a few reps): NSA vs dense flash, bf16, B=1, H=64,
 //      H_kv=4 (G=4), d_k=192, d_v=128, T = 8k..64k: forward (plus dense d_k=d_v=128),
-//      backward (bench.cc).
+//      backward (bench.cc), decode step (check_decode.cc).
 //
 // Exit status: 0 when every check passed (or when there is no CUDA device: prints
 // "SKIPPED: no CUDA device"), 1 otherwise.
@@ -38,6 +39,9 @@ using namespace nsa::gpu_check;
 
 // check_backward.cc: the CUDA backward vs the float64 reference.
 void run_backward_checks(bool quick);
+// check_decode.cc: the CUDA decode cache vs the float64 reference; decode step timings.
+void run_decode_checks(bool quick);
+void run_decode_bench(bool quick, nsa::index_t max_t);
 
 namespace {
 
@@ -308,6 +312,7 @@ void run_checks(bool quick) {
   check_dense<ncu::f16>(dense[1].first, dense[1].second);
   check_errors();
   run_backward_checks(quick);
+  run_decode_checks(quick);
 }
 
 }  // namespace
@@ -327,7 +332,7 @@ int main(int argc, char** argv) {
     else if (a == "--max-t" && i + 1 < argc) max_t = std::atoll(argv[++i]);
     else { std::fprintf(stderr, "usage: %s [--no-bench] [--no-check] [--quick] [--max-t N]\n", argv[0]); return 2; }
   }
-  std::printf("nsa_gpu_check: CUDA kernels of NSA forward and dense attention vs the float64 reference\n");
+  std::printf("nsa_gpu_check: CUDA kernels of NSA (forward, backward, decode) and dense attention vs the float64 reference\n");
   if (g_reference_only) {
     const auto t0 = std::chrono::steady_clock::now();
     run_checks(quick);
@@ -342,6 +347,7 @@ int main(int argc, char** argv) {
     std::printf("device: %s\n", ncu::device_description().c_str());
     if (check) run_checks(quick);
     if (bench) run_bench(quick, quick ? std::min<index_t>(max_t, 16384) : max_t, g_checks, g_failures);
+    if (bench) run_decode_bench(quick, quick ? std::min<index_t>(max_t, 16384) : max_t);
   } catch (const std::exception& e) {
     std::printf("FAIL exception: %s\n", e.what());
     ++g_failures;
