@@ -5,7 +5,8 @@
 //                          strides) into the cache; one CTA per (token, item, stream).
 //   phi_rows_kernel        phi's GEMMs for a handful of rows (the blocks one step
 //                          completes: at most one per (sequence, kv head)), as GEMVs: one
-//                          CTA per (output column n, 4 rows), threads split the reduction
+//                          CTA per (output column n, 4 rows; grid.y capped at 65535, the
+//                          CTAs then loop over row groups), threads split the reduction
 //                          K = l * dim, a block reduction at the end. Layer 1 gathers its
 //                          A rows from the cache's raw tokens (+ pe); layer 2 reads the fp32
 //                          hidden rows. The full-sized GEMM of phi.cuh serves prefill/append.
@@ -84,58 +85,65 @@ struct PhiRowsParams {
 
 constexpr int kPhiRowsPerCta = 4;
 
-// grid (N, ceil(M / 4)), 256 threads.
+// grid (N, min(ceil(M / 4), 65535)), 256 threads. A CTA handles row groups blockIdx.y,
+// blockIdx.y + gridDim.y, ...: a step of many sequences that all complete a block (equal
+// lengths) has M = count * H_kv rows, more than grid.y's 65535 groups of 4 at count * H_kv
+// > 262140.
 template <class T>
 __global__ void __launch_bounds__(256) phi_rows_kernel(const PhiRowsParams p) {
   constexpr int R = kPhiRowsPerCta;
   __shared__ float red[8][R];
-  const int n = blockIdx.x, m0 = blockIdx.y * R, tid = threadIdx.x;
-  const int rows = min(R, p.M - m0);
+  const int n = blockIdx.x, tid = threadIdx.x;
   const T* x = static_cast<const T*>(p.x);
   const T* pe = static_cast<const T*>(p.pe);
   const T* w = static_cast<const T*>(p.w) + std::int64_t(n) * p.K;
-  std::int64_t base[R];
+  const int group_step = static_cast<int>(gridDim.y) * R;
+  for (int m0 = static_cast<int>(blockIdx.y) * R; m0 < p.M; m0 += group_step) {  // uniform over the CTA
+    const int rows = min(R, p.M - m0);
+    std::int64_t base[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    base[r] = 0;
-    if (x != nullptr && r < rows) {
-      const PhiRow row = p.rows[m0 + r];
-      base[r] = row.seq * p.x_ss + row.block * p.stride * p.x_st + std::int64_t(row.hk) * p.dim;
+    for (int r = 0; r < R; ++r) {
+      base[r] = 0;
+      if (x != nullptr && r < rows) {
+        const PhiRow row = p.rows[m0 + r];
+        base[r] = row.seq * p.x_ss + row.block * p.stride * p.x_st + std::int64_t(row.hk) * p.dim;
+      }
     }
-  }
-  float acc[R] = {};
-  for (std::int64_t k = tid; k < p.K; k += 256) {
-    const float wk = to_f32(w[k]);
-    if (x != nullptr) {
-      const std::int64_t j = k / p.dim, ch = k - j * p.dim;
-      const float pk = pe != nullptr ? to_f32(pe[k]) : 0.f;
+    float acc[R] = {};
+    for (std::int64_t k = tid; k < p.K; k += 256) {
+      const float wk = to_f32(w[k]);
+      if (x != nullptr) {
+        const std::int64_t j = k / p.dim, ch = k - j * p.dim;
+        const float pk = pe != nullptr ? to_f32(pe[k]) : 0.f;
 #pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (r < rows) acc[r] += (to_f32(x[base[r] + j * p.x_st + ch]) + pk) * wk;
-    } else {
+        for (int r = 0; r < R; ++r)
+          if (r < rows) acc[r] += (to_f32(x[base[r] + j * p.x_st + ch]) + pk) * wk;
+      } else {
 #pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (r < rows) acc[r] += p.a[std::int64_t(m0 + r) * p.K + k] * wk;
+        for (int r = 0; r < R; ++r)
+          if (r < rows) acc[r] += p.a[std::int64_t(m0 + r) * p.K + k] * wk;
+      }
     }
-  }
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float s = warp_sum(acc[r]);
-    if ((tid & 31) == 0) red[tid >> 5][r] = s;
-  }
-  __syncthreads();
-  if (tid < rows) {
-    float v = 0.f;
-    for (int wi = 0; wi < 8; ++wi) v += red[wi][tid];
-    if (p.bias != nullptr) v += to_f32(static_cast<const T*>(p.bias)[n]);
-    if (p.gelu) v = gelu_exact(v);
-    const int m = m0 + tid;
-    if (p.c_f32 != nullptr) {
-      p.c_f32[std::int64_t(m) * p.N + n] = v;
-    } else {
-      const PhiRow row = p.rows[m];
-      static_cast<T*>(p.c)[row.seq * p.c_ss + row.block * p.c_st + std::int64_t(row.hk) * p.dim + n] = from_f32<T>(v);
+    for (int r = 0; r < R; ++r) {
+      const float s = warp_sum(acc[r]);
+      if ((tid & 31) == 0) red[tid >> 5][r] = s;
     }
+    __syncthreads();
+    if (tid < rows) {
+      float v = 0.f;
+      for (int wi = 0; wi < 8; ++wi) v += red[wi][tid];
+      if (p.bias != nullptr) v += to_f32(static_cast<const T*>(p.bias)[n]);
+      if (p.gelu) v = gelu_exact(v);
+      const int m = m0 + tid;
+      if (p.c_f32 != nullptr) {
+        p.c_f32[std::int64_t(m) * p.N + n] = v;
+      } else {
+        const PhiRow row = p.rows[m];
+        static_cast<T*>(p.c)[row.seq * p.c_ss + row.block * p.c_st + std::int64_t(row.hk) * p.dim + n] = from_f32<T>(v);
+      }
+    }
+    __syncthreads();  // red is read before the next row group overwrites it
   }
 }
 

@@ -123,7 +123,7 @@ static __global__ void __launch_bounds__(256) decode_select_kernel(const DecodeS
       float best = -0.5f;  // chosen blocks hold -1, candidates >= 0
       int bi = INT_MAX;
       for (int j = tid; j < nsel; j += 256) {
-        const float v = sc[j];
+        const float v = isnan(sc[j]) ? 0.f : sc[j];  // NaN (from non-finite inputs) must not leave bi unset
         if (v > best) { best = v; bi = j; }
       }
 #pragma unroll

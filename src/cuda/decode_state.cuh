@@ -247,7 +247,8 @@ struct DecodeCache<Tag>::State {
       pr.c_ss = cmp_seq_stride(dim);
       pr.c_st = shape.kv_heads * dim;
       auto gemv = [&](const PhiRowsParams& p) {
-        const dim3 grid(static_cast<unsigned>(p.N), static_cast<unsigned>((p.M + kPhiRowsPerCta - 1) / kPhiRowsPerCta));
+        const int groups = (p.M + kPhiRowsPerCta - 1) / kPhiRowsPerCta;  // grid.y <= 65535: CTAs loop
+        const dim3 grid(static_cast<unsigned>(p.N), static_cast<unsigned>(std::min(groups, 65535)));
         phi_rows_kernel<T><<<grid, 256, 0, stream>>>(p);
         NSA_CUDA_CHECK_LAUNCH("phi_rows_kernel");
       };

@@ -2,14 +2,15 @@
 // reference forward (spec, "Decoding with a cache": decode at position t gives row t of a
 // prefill of the same tokens).
 //
-// Per case: prefill the first P tokens of each sequence (prompt), then step the remaining
+// Per case: prefill the first P tokens of each sequence (prompt; or store them with two
+// append calls, whose rows then have no outputs to compare), then step the remaining
 // tokens one by one (several sequences of different lengths step together while they
 // last), and compare every output row with the reference's, one line per case:
 //   OK   decode/f32  G=4 192/128 ... steps=200 step=3.1e-07 worst_row=6e-07 prefill=2e-07 (tol 1e-05) sel=0/0
-// "step" is ||x - ref|| / ||ref|| over all stepped rows, "worst_row" the largest per-row
-// value. Selection: each step's chosen blocks are compared with the reference's; a
-// difference is accepted only among near-tied reference scores, and then the reference is
-// rerun with the kernel's selection for the stepped rows (reference::
+// "step" is ||x - ref|| / ||ref|| over all stepped rows (<= tol), "worst_row" the largest
+// per-row value (<= 10 tol). Selection: each step's chosen blocks are compared with the
+// reference's; a difference is accepted only among near-tied reference scores, and then
+// the reference is rerun with the kernel's selection for the stepped rows (reference::
 // nsa_forward_with_selection), so a tie resolved the other way is not an output error.
 // Also: the dense decode step against a float64 loop, invalid input -> nsa::Error, and
 // (run_decode_bench) step timings of NSA decode vs dense decode.
@@ -50,6 +51,7 @@ struct DecodeCase {
   ProblemShape shape;            // B = 1; several sequences via seqlens
   nsa::ConfigOptions opts;
   std::vector<index_t> prompt;   // per sequence: tokens given to prefill; the rest are stepped
+  bool append_prompt = false;    // store the prompts with append instead (two calls, no outputs)
 };
 
 // The reference's selection scores S(t, g)[j] of one row (from its Kc and lse_cmp).
@@ -73,18 +75,27 @@ std::vector<double> reference_scores(const nsa::Config& config, const nsa::NsaIn
   return nsa::reference::selection_scores(config, P, t);
 }
 
-// Are selections a (kernel) and b (reference) equal up to near-tied reference scores S?
-bool same_up_to_ties(const std::int32_t* a, const std::int32_t* b, index_t n, const std::vector<double>& S,
-                     double tie_tol) {
-  std::set<index_t> sa, sb;
+// Are selections a (kernel) and b (reference) of query t equal up to near-tied reference
+// scores S? The forced blocks (rule 1) must be in both; the threshold kth is the lowest score
+// the reference chose freely (a forced block, e.g. the current partial one, can score far
+// below it, and a tie at the real threshold would then be reported as a bad selection).
+bool same_up_to_ties(const nsa::Config& config, index_t t, const std::int32_t* a, const std::int32_t* b, index_t n,
+                     const std::vector<double>& S, double tie_tol) {
+  std::set<index_t> sa, sb, forced;
   for (index_t i = 0; i < n; ++i) {
     if (a[i] >= 0) sa.insert(a[i]);
     if (b[i] >= 0) sb.insert(b[i]);
   }
   if (sa.size() != sb.size()) return false;
+  const index_t cur = t / config.sel_block();
+  for (index_t j = 0; j < config.n_init() && j <= cur; ++j) forced.insert(j);
+  for (index_t k = 0; k < config.n_local() && cur - k >= 0; ++k) forced.insert(cur - k);
+  for (index_t j : forced)
+    if (!sa.count(j)) return false;
   double smax = 0.0, kth = INFINITY;
   for (double x : S) smax = std::max(smax, x);
-  for (index_t j : sb) kth = std::min(kth, S[j]);
+  for (index_t j : sb)
+    if (!forced.count(j)) kth = std::min(kth, S[j]);
   for (index_t j : sa)
     if (!sb.count(j) && (j >= static_cast<index_t>(S.size()) || std::abs(S[j] - kth) > tie_tol * smax)) return false;
   for (index_t j : sb)
@@ -153,6 +164,7 @@ void check_decode(const DecodeCase& c) {
 
   std::vector<float> got(static_cast<std::size_t>(rows * H * dv), NAN);
   std::vector<char> stepped(static_cast<std::size_t>(rows), 0);
+  std::vector<char> appended(static_cast<std::size_t>(rows), 0);  // prompt rows stored by append: no outputs
   std::vector<std::int32_t> gpu_sel(saved.sel_blocks);  // reference selection, stepped rows replaced
   index_t steps = 0, mismatched = 0, ties = 0, bad = 0;
   const double tie_tol = std::is_same_v<Tag, float> ? 1e-4 : 3e-2;
@@ -173,6 +185,25 @@ void check_decode(const DecodeCase& c) {
     for (index_t q = 0; q < nseq; ++q) {
       const index_t P = c.prompt[q], r0 = start[q];
       if (P == 0) continue;
+      if (c.append_prompt) {
+        // Two calls, the first ending inside a compression block: the second compresses the
+        // blocks that straddle the two (phi of blocks N_cmp(first) .. N_cmp(P) - 1).
+        const index_t first = std::min<index_t>(P, P / 2 + 3);
+        for (const auto& [a, cnt] : {std::pair<index_t, index_t>{0, first}, {first, P - first}}) {
+          if (cnt == 0) continue;
+          ncu::DecodeTokens<Tag> y;
+          y.k_cmp = sub(fk[0], r0 + a, cnt);
+          y.v_cmp = sub(fv[0], r0 + a, cnt);
+          if (!s.shared_kv) {
+            y.k_slc = sub(fk[1], r0 + a, cnt); y.v_slc = sub(fv[1], r0 + a, cnt);
+            y.k_win = sub(fk[2], r0 + a, cnt); y.v_win = sub(fv[2], r0 + a, cnt);
+          }
+          cache.append(q, y, nullptr);
+        }
+        std::fill(appended.begin() + r0, appended.begin() + r0 + P, 1);
+        if (cache.position(q) != P) throw nsa::Error("position after append is " + std::to_string(cache.position(q)));
+        continue;
+      }
       ncu::DecodeTokens<Tag> x;
       x.q = sub(fq, r0, P);
       x.gates = sub(fg, r0, P);
@@ -241,7 +272,8 @@ void check_decode(const DecodeCase& c) {
           std::copy(sel.begin(), sel.end(), gpu_sel.begin() + (row * Hkv + hk) * top_n);
           if (std::equal(sel.begin(), sel.end(), ref_sel)) continue;
           ++mismatched;
-          if (same_up_to_ties(sel.data(), ref_sel, top_n, reference_scores(config, in64, saved, row, hk, q, t), tie_tol))
+          if (same_up_to_ties(config, t, sel.data(), ref_sel, top_n, reference_scores(config, in64, saved, row, hk, q, t),
+                              tie_tol))
             ++ties;
           else
             ++bad;
@@ -268,6 +300,7 @@ void check_decode(const DecodeCase& c) {
   std::vector<double> rs, rp;
   double worst_row = 0.0;
   for (index_t r = 0; r < rows; ++r) {
+    if (appended[r]) continue;
     const std::size_t o = static_cast<std::size_t>(r * H * dv), n = static_cast<std::size_t>(H * dv);
     auto& x = stepped[r] ? xs : xp;
     auto& rr = stepped[r] ? rs : rp;
@@ -279,7 +312,9 @@ void check_decode(const DecodeCase& c) {
   const double tol = tolerance<Tag>();
   const double e_step = xs.empty() ? 0.0 : rel_err(xs, rs.data(), xs.size());
   const double e_prefill = xp.empty() ? 0.0 : rel_err(xp, rp.data(), xp.size());
-  const bool ok = !xs.empty() && e_step <= tol && e_prefill <= tol && std::isfinite(worst_row) && bad == 0;
+  // worst_row bounds each stepped row too (10 x tol): a fault in a few rows only (one item of
+  // a varlen step, the steps that complete a block) barely moves the aggregate "step".
+  const bool ok = !xs.empty() && e_step <= tol && e_prefill <= tol && worst_row <= 10 * tol && bad == 0;
   report(ok, name,
          fmt("steps=%lld rows=%lld step=%.2e worst_row=%.1e prefill=%.1e (tol %.0e) sel_mismatch=%lld(ties %lld, bad %lld)",
              static_cast<long long>(steps), static_cast<long long>(rs.size() / (H * dv)), e_step, worst_row, e_prefill,
@@ -437,8 +472,11 @@ void run_decode_checks(bool quick) {
       {"long T=5000 G=2 32/32", shape(5000, 2, 1, 32, 32, false, 37), def, {4992}},
       {"G=20 linear 32/64", shape(300, 20, 1, 32, 64, true, 38), lin, {150}},
       {"G=5 mean no prompt 16/16", shape(150, 5, 1, 16, 16, false, 39), mean, {0}},
+      // append instead of prefill (the tiled phi GEMM of launch_phi_blocks, mlp and mean)
+      {"append varlen x3 G=4 small-cfg", shape(0, 8, 2, 64, 64, false, 44, {300, 90, 410}), small, {200, 5, 330}, true},
+      {"append G=3 mean shared 32/16", shape(260, 3, 1, 32, 16, true, 45), mean, {170}, true},
   };
-  if (quick) cases = {cases[1], cases[3], cases[4]};
+  if (quick) cases = {cases[1], cases[3], cases[4], cases[9]};
   for (const auto& c : cases) check_decode<float>(c);
   for (const auto& c : cases) check_decode<ncu::bf16>(c);
   check_decode<ncu::f16>(cases[quick ? 0 : 1]);
