@@ -294,7 +294,7 @@ struct DecodeCache<Tag>::State {
   void launch_phi_blocks(index_t seq, index_t i0, index_t i1, const detail::SeqInfo* d_info, cudaStream_t stream) {
     using namespace detail;
     if (i1 <= i0) return;
-    const index_t l = config.block_len(), M = (i1 - i0) * shape.kv_heads;
+    const index_t M = (i1 - i0) * shape.kv_heads;
     for (int kind = 0; kind < 2; ++kind) {
       const index_t dim = kind == 0 ? shape.d_k : shape.d_v;
       const PhiWeights<Tag>& w = phi[kind];
@@ -310,54 +310,7 @@ struct DecodeCache<Tag>::State {
       g.stride = config.stride();
       g.M = M;
       void* dst = static_cast<T*>((kind == 0 ? kc : vc).data()) + seq * cmp_seq_stride(dim) + i0 * shape.kv_heads * dim;
-      auto gemm = [&](const GemmParams& gp) {
-        const dim3 grid(static_cast<unsigned>((gp.M + 63) / 64), static_cast<unsigned>((gp.N + 63) / 64));
-        phi_gemm_kernel<T><<<grid, 256, 0, stream>>>(gp);
-        NSA_CUDA_CHECK_LAUNCH("phi_gemm_kernel");
-      };
-      switch (config.phi()) {
-        case PhiKind::mean: {
-          const std::int64_t n = M * dim;
-          g.c = dst;
-          phi_mean_kernel<T><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(g, static_cast<int>(l));
-          NSA_CUDA_CHECK_LAUNCH("phi_mean_kernel");
-          break;
-        }
-        case PhiKind::linear:
-          g.pe = w.pe;
-          g.w = w.w;
-          g.N = dim;
-          g.K = l * dim;
-          g.c = dst;
-          gemm(g);
-          break;
-        case PhiKind::mlp: {
-          const index_t hidden = config.phi_hidden_for(dim);
-          float* h = static_cast<float*>(ws.get(kDecHidden, std::size_t(M) * hidden * sizeof(float)));
-          g.pe = w.pe;
-          g.w = w.w1;
-          g.bias = w.b1;
-          g.N = hidden;
-          g.K = l * dim;
-          g.gelu = true;
-          g.c = h;
-          g.c_f32 = true;
-          gemm(g);
-          GemmParams g2 = g;
-          g2.x = nullptr;
-          g2.pe = nullptr;
-          g2.a = h;
-          g2.w = w.w2;
-          g2.bias = w.b2;
-          g2.N = dim;
-          g2.K = hidden;
-          g2.gelu = false;
-          g2.c = dst;
-          g2.c_f32 = false;
-          gemm(g2);
-          break;
-        }
-      }
+      launch_phi<T>(config, g, w, dim, dst, kDecHidden, ws, stream);
     }
   }
 };

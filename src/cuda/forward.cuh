@@ -171,55 +171,7 @@ void run_phi(const Config& config, const Problem& p, const TensorView<const Tag>
   g.dim = static_cast<int>(dim);
   g.stride = config.stride();
   g.M = total_cmp * p.kv_heads;
-  const index_t l = config.block_len();
-  auto gemm = [&](const GemmParams& gp) {
-    const dim3 grid(static_cast<unsigned>((gp.M + 63) / 64), static_cast<unsigned>((gp.N + 63) / 64));
-    phi_gemm_kernel<T><<<grid, 256, 0, stream>>>(gp);
-    NSA_CUDA_CHECK_LAUNCH("phi_gemm_kernel");
-  };
-  switch (config.phi()) {
-    case PhiKind::mean: {
-      const std::int64_t n = g.M * dim;
-      g.c = dst;
-      phi_mean_kernel<T><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(g, static_cast<int>(l));
-      NSA_CUDA_CHECK_LAUNCH("phi_mean_kernel");
-      return;
-    }
-    case PhiKind::linear:
-      g.pe = w.pe;
-      g.w = w.w;
-      g.N = dim;
-      g.K = l * dim;
-      g.c = dst;
-      gemm(g);
-      return;
-    case PhiKind::mlp: {
-      const index_t hidden = config.phi_hidden_for(dim);
-      float* h = static_cast<float*>(ws.get(kSlotHidden, std::size_t(g.M) * hidden * sizeof(float)));
-      g.pe = w.pe;
-      g.w = w.w1;
-      g.bias = w.b1;
-      g.N = hidden;
-      g.K = l * dim;
-      g.gelu = true;
-      g.c = h;
-      g.c_f32 = true;
-      gemm(g);
-      GemmParams g2 = g;
-      g2.x = nullptr;
-      g2.pe = nullptr;
-      g2.a = h;
-      g2.w = w.w2;
-      g2.bias = w.b2;
-      g2.N = dim;
-      g2.K = hidden;
-      g2.gelu = false;
-      g2.c = dst;
-      g2.c_f32 = false;
-      gemm(g2);
-      return;
-    }
-  }
+  launch_phi<T>(config, g, w, dim, dst, kSlotHidden, ws, stream);
 }
 
 template <class Tag>
