@@ -17,6 +17,10 @@
 #include "nsa/cuda.h"
 #include "nsa/cuda_backward.h"
 #include "nsa/error.h"
+#include "device_fill.h"
+
+using nsa::gpu_check::cuda_ok;
+using nsa::gpu_check::fill_random;
 
 namespace {
 
@@ -24,25 +28,7 @@ using nsa::index_t;
 namespace ncu = nsa::cuda;
 using Tag = ncu::bf16;
 
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw nsa::Error(std::string(what) + ": " + cudaGetErrorString(e));
-}
 
-// Fills n bf16 values with N(0, scale) (or U(lo, hi) when uniform), from a repeated pool.
-void fill(ncu::DeviceBuffer& b, std::size_t n, std::uint64_t seed, float scale, bool uniform = false,
-          float lo = 0.f, float hi = 1.f) {
-  b.reserve(n * sizeof(Tag));
-  const std::size_t pool = std::min<std::size_t>(n, std::size_t(1) << 22);
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.f, scale);
-  std::uniform_real_distribution<float> unif(lo, hi);
-  std::vector<Tag> h(pool);
-  for (auto& x : h) x = Tag::from_float(uniform ? unif(rng) : normal(rng));
-  for (std::size_t off = 0; off < n; off += pool) {
-    const std::size_t cnt = std::min(pool, n - off);
-    cuda_ok(cudaMemcpy(b.as<Tag>() + off, h.data(), cnt * sizeof(Tag), cudaMemcpyHostToDevice), "cudaMemcpy");
-  }
-}
 
 // Median ms of fn() over reps (cudaEvents); the first call is a warm-up that sizes the
 // reps to about budget_s. Returns -1 when the warm-up alone exceeds `give_up_s`.
@@ -101,7 +87,7 @@ void bench_backward(const nsa::Config& config, const std::vector<index_t>& Ts, d
   const index_t Hkv = 4, dk = 192, dv = 128, H = 64, Tmax = Ts.back(), l = config.block_len();
   std::printf("\n== backward timing: bf16 inputs, fp32 gradients, B=1, H=64 H_kv=4 d_k=192 d_v=128 ==\n");
   ncu::DeviceBuffer dout, dq, dk_b[3], dv_b[3], dgates;
-  fill(dout, std::size_t(Tmax) * H * dv, 7, 1.f);
+  fill_random(dout, std::size_t(Tmax) * H * dv, 7, 1.f);
   dq.reserve(std::size_t(Tmax) * H * dk * sizeof(float));
   for (int i = 0; i < 3; ++i) {
     dk_b[i].reserve(std::size_t(Tmax) * Hkv * dk * sizeof(float));
@@ -181,21 +167,21 @@ void run_bench(bool quick, index_t max_t, int& checks, int& failures) {
   if (Ts.empty()) return;
   const index_t Tmax = Ts.back(), Hmax = 64, l = config.block_len();
   Bufs b;
-  fill(b.q, std::size_t(Tmax) * Hmax * dk, 1, 1.f);
+  fill_random(b.q, std::size_t(Tmax) * Hmax * dk, 1, 1.f);
   for (int i = 0; i < 3; ++i) {
-    fill(b.k[i], std::size_t(Tmax) * Hkv * dk, 10 + i, 1.f);
-    fill(b.v[i], std::size_t(Tmax) * Hkv * dv, 20 + i, 1.f);
+    fill_random(b.k[i], std::size_t(Tmax) * Hkv * dk, 10 + i, 1.f);
+    fill_random(b.v[i], std::size_t(Tmax) * Hkv * dv, 20 + i, 1.f);
   }
-  fill(b.gates, std::size_t(Tmax) * Hmax * 3, 3, 1.f, true, 0.05f, 0.95f);
+  fill_random(b.gates, std::size_t(Tmax) * Hmax * 3, 3, 1.f, true, 0.05f, 0.95f);
   b.out.reserve(std::size_t(Tmax) * Hmax * dv * sizeof(Tag));
   b.lse.reserve(std::size_t(Tmax) * Hmax * sizeof(float));
   auto phi = [&](index_t dim, ncu::DeviceBuffer& pe, ncu::DeviceBuffer& w1, ncu::DeviceBuffer& b1,
                  ncu::DeviceBuffer& w2, ncu::DeviceBuffer& b2, std::uint64_t seed) {
-    fill(pe, l * dim, seed, 0.5f);
-    fill(w1, dim * l * dim, seed + 1, 1.f / std::sqrt(float(l * dim)));
-    fill(b1, dim, seed + 2, 0.1f);
-    fill(w2, dim * dim, seed + 3, 1.f / std::sqrt(float(dim)));
-    fill(b2, dim, seed + 4, 0.1f);
+    fill_random(pe, l * dim, seed, 0.5f);
+    fill_random(w1, dim * l * dim, seed + 1, 1.f / std::sqrt(float(l * dim)));
+    fill_random(b1, dim, seed + 2, 0.1f);
+    fill_random(w2, dim * dim, seed + 3, 1.f / std::sqrt(float(dim)));
+    fill_random(b2, dim, seed + 4, 0.1f);
     nsa::PhiWeights<Tag> w;
     w.pe = pe.as<Tag>(); w.w1 = w1.as<Tag>(); w.b1 = b1.as<Tag>(); w.w2 = w2.as<Tag>(); w.b2 = b2.as<Tag>();
     return w;

@@ -29,6 +29,7 @@
 #include <cuda_runtime.h>
 
 #include "check_util.h"
+#include "device_fill.h"
 #include "nsa/cuda.h"
 #include "nsa/cuda_decode.h"
 #include "nsa/error.h"
@@ -41,9 +42,6 @@ namespace {
 
 using nsa::testing::ProblemShape;
 
-void cuda_ok(cudaError_t e, const char* what) {
-  if (e != cudaSuccess) throw nsa::Error(std::string(what) + ": " + cudaGetErrorString(e));
-}
 using nsa::testing::RandomNsaProblem;
 
 struct DecodeCase {
@@ -113,14 +111,7 @@ template <class Tag>
 void check_decode(const DecodeCase& c) {
   const nsa::Config config(c.opts);
   RandomNsaProblem prob(config, c.shape);
-  if constexpr (!std::is_same_v<Tag, float>) {
-    auto& b = prob.buffers64();
-    for (auto* v : {&b.q, &b.k_cmp, &b.v_cmp, &b.k_slc, &b.v_slc, &b.k_win, &b.v_win, &b.gates,
-                    &b.phi_k.pe, &b.phi_k.w1, &b.phi_k.b1, &b.phi_k.w2, &b.phi_k.b2, &b.phi_k.w,
-                    &b.phi_v.pe, &b.phi_v.w1, &b.phi_v.b1, &b.phi_v.w2, &b.phi_v.b2, &b.phi_v.w})
-      round_to<Tag>(*v);
-    prob.sync32();
-  }
+  round_problem_to<Tag>(prob);
   const auto& s = prob.shape();
   const std::string name = fmt("decode/%-4s %-24s %s", tag_name<Tag>(), c.name.c_str(), s.describe().c_str());
   const auto in64 = prob.inputs64();
@@ -139,7 +130,7 @@ void check_decode(const DecodeCase& c) {
   const index_t nseq = static_cast<index_t>(lens.size());
   std::vector<index_t> start(lens.size(), 0);
   for (std::size_t i = 1; i < lens.size(); ++i) start[i] = start[i - 1] + lens[i - 1];
-  const index_t H = s.heads, Hkv = s.kv_heads, dk = s.d_k, dv = s.d_v, l = config.block_len();
+  const index_t H = s.heads, Hkv = s.kv_heads, dk = s.d_k, dv = s.d_v;
   const index_t rows = saved.rows, top_n = config.top_n();
   const int streams = s.shared_kv ? 1 : 3;
 
@@ -148,17 +139,6 @@ void check_decode(const DecodeCase& c) {
   const nsa::TensorView<const Tag> fq = up.view(in32.q), fg = up.view(in32.gates);
   const nsa::TensorView<const Tag> fk[3] = {up.view(in32.k_cmp), up.view(in32.k_slc), up.view(in32.k_win)};
   const nsa::TensorView<const Tag> fv[3] = {up.view(in32.v_cmp), up.view(in32.v_slc), up.view(in32.v_win)};
-  auto phi = [&](const nsa::PhiWeights<float>& w, index_t dim) {
-    const index_t hidden = config.phi_hidden_for(dim);
-    nsa::PhiWeights<Tag> d;
-    d.pe = up.get(w.pe, l * dim);
-    d.w1 = up.get(w.w1, hidden * l * dim);
-    d.b1 = up.get(w.b1, hidden);
-    d.w2 = up.get(w.w2, dim * hidden);
-    d.b2 = up.get(w.b2, dim);
-    d.w = up.get(w.w, dim * l * dim);
-    return d;
-  };
   const float* hk_src[3] = {in32.k_cmp.data, in32.k_slc.data, in32.k_win.data};
   const float* hv_src[3] = {in32.v_cmp.data, in32.v_slc.data, in32.v_win.data};
 
@@ -173,7 +153,8 @@ void check_decode(const DecodeCase& c) {
     cs.heads = H; cs.kv_heads = Hkv; cs.d_k = dk; cs.d_v = dv; cs.shared_kv = s.shared_kv;
     cs.max_seqs = nseq;
     cs.max_tokens = *std::max_element(lens.begin(), lens.end());
-    ncu::DecodeCache<Tag> cache(config, cs, phi(in32.phi_k, dk), phi(in32.phi_v, dv));
+    ncu::DecodeCache<Tag> cache(config, cs, upload_phi(up, config, in32.phi_k, dk),
+                                  upload_phi(up, config, in32.phi_v, dv));
 
     // Prefill: sub-views of the uploaded tensors.
     auto sub = [](const nsa::TensorView<const Tag>& v, index_t first, index_t count) {
@@ -490,25 +471,7 @@ void run_decode_checks(bool quick) {
 // ---- timing ------------------------------------------------------------------------------
 
 namespace {
-
 using BTag = ncu::bf16;
-
-// n bf16 values N(0, scale) (U(lo, hi) when uniform) from a repeated pool of 4M values.
-void fill_random(ncu::DeviceBuffer& b, std::size_t n, std::uint64_t seed, float scale, bool uniform = false,
-                 float lo = 0.f, float hi = 1.f) {
-  b.reserve(n * sizeof(BTag));
-  const std::size_t pool = std::min<std::size_t>(n, (std::size_t(1) << 22) + 7);
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> normal(0.f, scale);
-  std::uniform_real_distribution<float> unif(lo, hi);
-  std::vector<BTag> h(pool);
-  for (auto& x : h) x = BTag::from_float(uniform ? unif(rng) : normal(rng));
-  for (std::size_t off = 0; off < n; off += pool) {
-    const std::size_t cnt = std::min(pool, n - off);
-    cuda_ok(cudaMemcpy(b.as<BTag>() + off, h.data(), cnt * sizeof(BTag), cudaMemcpyHostToDevice), "cudaMemcpy");
-  }
-}
-
 }  // namespace
 
 void run_decode_bench(bool quick, index_t max_t) {

@@ -94,6 +94,55 @@ std::vector<float> download(const ncu::DeviceBuffer& b, std::size_t n) {
   return out;
 }
 
+// Rounds every input of a random problem (q, K/V of each branch, gates, phi's weights) to
+// what Tag holds and refreshes its fp32 copies, so that the float64 reference runs on
+// exactly the values the kernels see. No-op for float.
+template <class Tag>
+void round_problem_to(nsa::testing::RandomNsaProblem& prob) {
+  if constexpr (!std::is_same_v<Tag, float>) {
+    auto& b = prob.buffers64();
+    for (auto* v : {&b.q, &b.k_cmp, &b.v_cmp, &b.k_slc, &b.v_slc, &b.k_win, &b.v_win, &b.gates,
+                    &b.phi_k.pe, &b.phi_k.w1, &b.phi_k.b1, &b.phi_k.w2, &b.phi_k.b2, &b.phi_k.w,
+                    &b.phi_v.pe, &b.phi_v.w1, &b.phi_v.b1, &b.phi_v.w2, &b.phi_v.b2, &b.phi_v.w})
+      round_to<Tag>(*v);
+    prob.sync32();
+  }
+}
+
+// Device copies (as Tag) of one phi's host weights for a head dim `dim`; null stays null.
+template <class Tag>
+nsa::PhiWeights<Tag> upload_phi(Uploader<Tag>& up, const nsa::Config& config, const nsa::PhiWeights<float>& w,
+                                index_t dim) {
+  const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
+  nsa::PhiWeights<Tag> d;
+  d.pe = up.get(w.pe, l * dim);
+  d.w1 = up.get(w.w1, hidden * l * dim);
+  d.b1 = up.get(w.b1, hidden);
+  d.w2 = up.get(w.w2, dim * hidden);
+  d.b2 = up.get(w.b2, dim);
+  d.w = up.get(w.w, dim * l * dim);
+  return d;
+}
+
+// Device copies (as Tag) of a problem's fp32 inputs; cu_seqlens stays on the host.
+template <class Tag>
+nsa::NsaInputs<Tag> upload_inputs(Uploader<Tag>& up, const nsa::Config& config, const nsa::NsaInputs<float>& in32,
+                                  index_t d_k, index_t d_v) {
+  nsa::NsaInputs<Tag> in;
+  in.q = up.view(in32.q);
+  in.k_cmp = up.view(in32.k_cmp);
+  in.v_cmp = up.view(in32.v_cmp);
+  in.k_slc = up.view(in32.k_slc);
+  in.v_slc = up.view(in32.v_slc);
+  in.k_win = up.view(in32.k_win);
+  in.v_win = up.view(in32.v_win);
+  in.gates = up.view(in32.gates);
+  in.seqs = in32.seqs;
+  in.phi_k = upload_phi(up, config, in32.phi_k, d_k);
+  in.phi_v = upload_phi(up, config, in32.phi_v, d_v);
+  return in;
+}
+
 inline double rel_err(const std::vector<float>& x, const double* ref, std::size_t n) {
   return nsa::testing::relative_error(x.data(), ref, static_cast<index_t>(n));
 }

@@ -81,14 +81,7 @@ template <class Tag>
 void check_nsa(const NsaCase& c) {
   const nsa::Config config(c.opts);
   RandomNsaProblem prob(config, c.shape);
-  if constexpr (!std::is_same_v<Tag, float>) {
-    auto& b = prob.buffers64();
-    for (auto* v : {&b.q, &b.k_cmp, &b.v_cmp, &b.k_slc, &b.v_slc, &b.k_win, &b.v_win, &b.gates,
-                    &b.phi_k.pe, &b.phi_k.w1, &b.phi_k.b1, &b.phi_k.w2, &b.phi_k.b2, &b.phi_k.w,
-                    &b.phi_v.pe, &b.phi_v.w1, &b.phi_v.b1, &b.phi_v.w2, &b.phi_v.b2, &b.phi_v.w})
-      round_to<Tag>(*v);
-    prob.sync32();
-  }
+  round_problem_to<Tag>(prob);
   const std::string name = fmt("nsa/%-4s %-28s %s", tag_name<Tag>(), c.name.c_str(), prob.shape().describe().c_str());
   std::vector<double> ref;
   nsa::NsaSaved<double> saved;
@@ -102,30 +95,8 @@ void check_nsa(const NsaCase& c) {
 
   const auto in32 = prob.inputs32();
   Uploader<Tag> up;
-  nsa::NsaInputs<Tag> in;
-  in.q = up.view(in32.q);
-  in.k_cmp = up.view(in32.k_cmp);
-  in.v_cmp = up.view(in32.v_cmp);
-  in.k_slc = up.view(in32.k_slc);
-  in.v_slc = up.view(in32.v_slc);
-  in.k_win = up.view(in32.k_win);
-  in.v_win = up.view(in32.v_win);
-  in.gates = up.view(in32.gates);
-  in.seqs = in32.seqs;  // host cu_seqlens
-  const index_t l = config.block_len(), dk = prob.shape().d_k, dv = prob.shape().d_v;
-  auto phi = [&](const nsa::PhiWeights<float>& w, index_t dim) {
-    const index_t hidden = config.phi_hidden_for(dim);
-    nsa::PhiWeights<Tag> d;
-    d.pe = up.get(w.pe, l * dim);
-    d.w1 = up.get(w.w1, hidden * l * dim);
-    d.b1 = up.get(w.b1, hidden);
-    d.w2 = up.get(w.w2, dim * hidden);
-    d.b2 = up.get(w.b2, dim);
-    d.w = up.get(w.w, dim * l * dim);
-    return d;
-  };
-  in.phi_k = phi(in32.phi_k, dk);
-  in.phi_v = phi(in32.phi_v, dv);
+  const index_t dk = prob.shape().d_k, dv = prob.shape().d_v;
+  const nsa::NsaInputs<Tag> in = upload_inputs(up, config, in32, dk, dv);
   const auto& s = prob.shape();
   const std::size_t nout = static_cast<std::size_t>(prob.out_size());
   ncu::DeviceBuffer out_buf(nout * sizeof(Tag));
