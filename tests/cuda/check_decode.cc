@@ -52,27 +52,6 @@ struct DecodeCase {
   bool append_prompt = false;    // store the prompts with append instead (two calls, no outputs)
 };
 
-// The reference's selection scores S(t, g)[j] of one row (from its Kc and lse_cmp).
-std::vector<double> reference_scores(const nsa::Config& config, const nsa::NsaInputs<double>& in,
-                                     const nsa::NsaSaved<double>& saved, index_t row, index_t hk,
-                                     index_t seq_index, index_t t) {
-  const index_t H = saved.heads, Hkv = saved.kv_heads, G = H / Hkv, dk = saved.d_k;
-  const double scale = config.scale_for(dk);
-  const index_t nvis = config.visible_cmp_blocks(t), base = saved.cmp_offsets[seq_index];
-  std::vector<double> P(static_cast<std::size_t>(nvis), 0.0);
-  const double* lse = saved.lse_of(nsa::kCmp);
-  for (index_t h = hk * G; h < (hk + 1) * G; ++h) {
-    const double* q = in.q.data + row * H * dk + h * dk;  // contiguous, B = 1
-    for (index_t i = 0; i < nvis; ++i) {
-      const double* k = saved.k_cmp_blocks.data() + ((base + i) * Hkv + hk) * dk;
-      double s = 0.0;
-      for (index_t c = 0; c < dk; ++c) s += q[c] * k[c];
-      P[i] += std::exp(scale * s - lse[row * H + h]);
-    }
-  }
-  return nsa::reference::selection_scores(config, P, t);
-}
-
 // Are selections a (kernel) and b (reference) of query t equal up to near-tied reference
 // scores S? The forced blocks (rule 1) must be in both; the threshold kth is the lowest score
 // the reference chose freely (a forced block, e.g. the current partial one, can score far

@@ -55,28 +55,6 @@ struct NsaCase {
   nsa::ConfigOptions opts;
 };
 
-// Reference selection scores S(t, g)[j] of one row, from the reference's Kc and lse_cmp.
-std::vector<double> reference_scores(const nsa::Config& config, const RandomNsaProblem& prob,
-                                     const nsa::NsaSaved<double>& saved, index_t row, index_t hk,
-                                     index_t seq_index, index_t t) {
-  const auto in = prob.inputs64();
-  const index_t H = saved.heads, Hkv = saved.kv_heads, G = H / Hkv, dk = saved.d_k;
-  const double scale = config.scale_for(dk);
-  const index_t nvis = config.visible_cmp_blocks(t), base = saved.cmp_offsets[seq_index];
-  std::vector<double> P(static_cast<std::size_t>(nvis), 0.0);
-  const double* lse = saved.lse_of(nsa::kCmp);
-  for (index_t h = hk * G; h < (hk + 1) * G; ++h) {
-    const double* q = in.q.data + row * H * dk + h * dk;  // contiguous problems, B folded into rows
-    for (index_t i = 0; i < nvis; ++i) {
-      const double* k = saved.k_cmp_blocks.data() + ((base + i) * Hkv + hk) * dk;
-      double s = 0.0;
-      for (index_t c = 0; c < dk; ++c) s += q[c] * k[c];
-      P[i] += std::exp(scale * s - lse[row * H + h]);
-    }
-  }
-  return nsa::reference::selection_scores(config, P, t);
-}
-
 template <class Tag>
 void check_nsa(const NsaCase& c) {
   const nsa::Config config(c.opts);
@@ -162,7 +140,7 @@ void check_nsa(const NsaCase& c) {
       const std::int32_t* b = saved.sel_blocks.data() + (r * Hkv + hk) * n;
       if (std::equal(a, a + n, b)) continue;
       ++mismatched;
-      const auto S = reference_scores(config, prob, saved, r, hk, row_seq[r], row_t[r]);
+      const auto S = reference_scores(config, prob.inputs64(), saved, r, hk, row_seq[r], row_t[r]);
       std::set<index_t> sa, sb;
       for (index_t i = 0; i < n; ++i) {
         if (a[i] >= 0) sa.insert(a[i]);
