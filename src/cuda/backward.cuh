@@ -105,14 +105,7 @@ void nsa_backward_impl(const Config& config, const NsaInputs<Tag>& in, const Nsa
     gp.dgates = g.dgates.data;
     set_out_strides(gp.dg_sb, gp.dg_st, gp.dg_sh, g.dgates);
     gp.D = D;
-    gp.rows = rows;
-    gp.tokens = p.tokens;
-    gp.H = static_cast<int>(H);
-    gp.dv = static_cast<int>(dv);
-    gp.branches = 3;
-    const std::int64_t threads = rows * H * 32;
-    gate_backward_kernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(gp);
-    NSA_CUDA_CHECK_LAUNCH("gate_backward_kernel");
+    launch_gate_backward<T>(gp, p, 3, stream);
   }
 
   // ---- common parameters
@@ -319,14 +312,7 @@ void dense_backward_impl(const DenseInputs<Tag>& in, TensorView<const Tag> out, 
     gp.out = out.data;
     set_strides(gp.o_sb, gp.o_st, gp.o_sh, out);
     gp.D = D;
-    gp.rows = rows;
-    gp.tokens = p.tokens;
-    gp.H = static_cast<int>(H);
-    gp.dv = static_cast<int>(p.d_v);
-    gp.branches = 1;
-    const std::int64_t threads = rows * H * 32;
-    gate_backward_kernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(gp);
-    NSA_CUDA_CHECK_LAUNCH("gate_backward_kernel");
+    launch_gate_backward<T>(gp, p, 1, stream);
   }
   BwdParams bp{};
   bp.q = in.q.data;

@@ -69,6 +69,20 @@ void launch_selection_dq(const BwdParams& bp, index_t rows, cudaStream_t stream)
   }
 }
 
+// The gate / D kernel (one warp per row and head) over all rows of p: gp's pointers and
+// strides are set by the caller (NSA: 3 branches with gates; dense: 1, gate 1).
+template <class T>
+void launch_gate_backward(GateBwdParams gp, const Problem& p, int branches, cudaStream_t stream) {
+  gp.rows = p.rows;
+  gp.tokens = p.tokens;
+  gp.H = static_cast<int>(p.heads);
+  gp.dv = static_cast<int>(p.d_v);
+  gp.branches = branches;
+  const std::int64_t threads = p.rows * p.heads * 32;
+  gate_backward_kernel<T><<<static_cast<unsigned>((threads + 255) / 256), 256, 0, stream>>>(gp);
+  NSA_CUDA_CHECK_LAUNCH("gate_backward_kernel");
+}
+
 inline void zero_view(const TensorView<float>& v, cudaStream_t stream) {
   ZeroView z{v.data, v.stride[0], v.stride[1], v.stride[2], v.shape[1], v.shape[2], v.shape[3],
              v.shape[0] * v.shape[1] * v.shape[2] * v.shape[3]};
