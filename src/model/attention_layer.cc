@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 
+#include "model/layers/token_shift.h"
 #include "model/layers/matmul.h"
 #include "model/layers/rope.h"
 #include "model/layers/sigmoid.h"
@@ -87,6 +88,9 @@ PhiWeights<T> phi_weights(const PhiTensors<const T>& t) {
 // Gate column of parameter branch b: nsa b -> b; window 0 -> kWin.
 int gate_column(const AttentionShape& s, int b) { return s.kind == AttentionKind::window ? kWin : b; }
 
+// The schedule's factor on gate column col.
+double gate_factor(const AttentionShape& s, int col) { return col == kSlc ? s.selection_gate : 1.0; }
+
 }  // namespace
 
 AttentionShape::AttentionShape(const ModelConfig& c)
@@ -98,17 +102,30 @@ AttentionShape::AttentionShape(const ModelConfig& c)
       d_v(c.d_v),
       branches(c.attention == AttentionKind::nsa ? 3 : c.attention == AttentionKind::window ? 1 : 0),
       streams(c.independent_kv ? 3 : 1),
+      shift(c.token_shift),
+      C_in((1 + c.token_shift) * c.d_model),
       op(c.attention == AttentionKind::full ? Config() : Config(operator_options(c))),
       scale(c.nsa.scale > 0 ? c.nsa.scale : 1.0 / std::sqrt(static_cast<double>(c.d_k))) {}
 
+void AttentionShape::apply(const ModelConfig& c, const AttentionSchedule& schedule) {
+  if (kind == AttentionKind::full) return;
+  ConfigOptions o = operator_options(c);
+  if (schedule.top_n > 0) o.top_n = schedule.top_n;
+  if (schedule.window > 0) o.window = schedule.window;
+  op = Config(o);
+  selection_gate = kind == AttentionKind::nsa ? schedule.selection_gate : 1.0;
+}
+
 template <class T>
 void AttentionActs<T>::resize(const AttentionShape& s, index_t N) {
+  xs.resize(s.shift > 0 ? static_cast<std::size_t>(N * s.C_in) : 0);
   q.resize(static_cast<std::size_t>(N * s.H * s.d_k));
   for (int i = 0; i < 3; ++i) {
     k[i].resize(i < s.streams ? static_cast<std::size_t>(N * s.H_kv * s.d_k) : 0);
     v[i].resize(i < s.streams ? static_cast<std::size_t>(N * s.H_kv * s.d_v) : 0);
   }
   gates.resize(s.kind == AttentionKind::full ? 0 : static_cast<std::size_t>(N * s.H * 3));
+  gate_probs.resize(static_cast<std::size_t>(N * s.H * s.branches));
   att.resize(static_cast<std::size_t>(N * s.H * s.d_v));
   lse.resize(s.kind == AttentionKind::full ? static_cast<std::size_t>(N * s.H) : 0);
 }
@@ -118,23 +135,26 @@ void attention_inputs_forward(const AttentionShape& s, const LayerTensors<const 
                               index_t B, index_t Tn, const T* cos, const T* sin,
                               AttentionActs<T>& acts, ThreadPool& pool) {
   const index_t N = B * Tn;
-  matmul_forward(acts.q.data(), x, w.wq, static_cast<const T*>(nullptr), N, s.C, s.H * s.d_k);
+  matmul_forward(acts.q.data(), x, w.wq, static_cast<const T*>(nullptr), N, s.C_in, s.H * s.d_k);
   rope_forward(acts.q.data(), acts.q.data(), cos, sin, B, Tn, s.H, s.d_k, pool);
   for (int i = 0; i < s.streams; ++i) {
-    matmul_forward(acts.k[i].data(), x, w.wk[i], static_cast<const T*>(nullptr), N, s.C, s.H_kv * s.d_k);
+    matmul_forward(acts.k[i].data(), x, w.wk[i], static_cast<const T*>(nullptr), N, s.C_in, s.H_kv * s.d_k);
     rope_forward(acts.k[i].data(), acts.k[i].data(), cos, sin, B, Tn, s.H_kv, s.d_k, pool);
-    matmul_forward(acts.v[i].data(), x, w.wv[i], static_cast<const T*>(nullptr), N, s.C, s.H_kv * s.d_v);
+    matmul_forward(acts.v[i].data(), x, w.wv[i], static_cast<const T*>(nullptr), N, s.C_in, s.H_kv * s.d_v);
   }
   if (s.kind == AttentionKind::full) return;
   const index_t cols = s.H * s.branches;
-  std::vector<T> logits(static_cast<std::size_t>(N * cols));
-  matmul_forward(logits.data(), x, w.wg, w.bg, N, s.C, cols);
-  sigmoid_forward(logits.data(), logits.data(), N * cols);
+  T* probs = acts.gate_probs.data();
+  matmul_forward(probs, x, w.wg, w.bg, N, s.C_in, cols);
+  sigmoid_forward(probs, probs, N * cols);
   std::fill(acts.gates.begin(), acts.gates.end(), T(0));
   for (index_t n = 0; n < N; ++n)
     for (index_t h = 0; h < s.H; ++h)
-      for (int b = 0; b < s.branches; ++b)
-        acts.gates[(n * s.H + h) * 3 + gate_column(s, b)] = logits[(n * s.H + h) * s.branches + b];
+      for (int b = 0; b < s.branches; ++b) {
+        const int col = gate_column(s, b);
+        acts.gates[(n * s.H + h) * 3 + col] =
+            probs[(n * s.H + h) * s.branches + b] * static_cast<T>(gate_factor(s, col));
+      }
 }
 
 template <class T>
@@ -161,6 +181,10 @@ template <class T>
 void attention_forward(const AttentionShape& s, const LayerTensors<const T>& w, const T* x,
                        index_t B, index_t Tn, const T* cos, const T* sin, AttentionActs<T>& acts,
                        T* out, ThreadPool& pool) {
+  if (s.shift > 0) {
+    token_shift_forward(acts.xs.data(), x, B, Tn, s.C, s.shift);
+    x = acts.xs.data();
+  }
   attention_inputs_forward(s, w, x, B, Tn, cos, sin, acts, pool);
   TensorView<T> att = contiguous_view<T>(acts.att.data(), B, Tn, s.H, s.d_v);
   if (s.kind == AttentionKind::full) {
@@ -182,6 +206,13 @@ void attention_backward(const AttentionShape& s, const LayerTensors<const T>& w,
                         const T* sin, const AttentionActs<T>& acts, const T* dout, T* dx,
                         AttentionScratch<T>& sc, ThreadPool& pool) {
   const index_t N = B * Tn;
+  // With the token shift, the projections read the shifted rows; their gradient goes to dxs.
+  T* const dx_norm = dx;
+  if (s.shift > 0) {
+    sc.dxs.assign(static_cast<std::size_t>(N * s.C_in), T(0));
+    x = acts.xs.data();
+    dx = sc.dxs.data();
+  }
   // out = att Wo^T
   sc.datt.assign(static_cast<std::size_t>(N * s.H * s.d_v), T(0));
   matmul_backward(sc.datt.data(), g.wo, static_cast<T*>(nullptr), dout, acts.att.data(), w.wo, N,
@@ -253,24 +284,25 @@ void attention_backward(const AttentionShape& s, const LayerTensors<const T>& w,
       for (index_t h = 0; h < s.H; ++h)
         for (int b = 0; b < s.branches; ++b) {
           const index_t src = (n * s.H + h) * 3 + gate_column(s, b);
-          gsel[(n * s.H + h) * s.branches + b] = acts.gates[src];
-          dgsel[(n * s.H + h) * s.branches + b] = sc.dgates[src];
+          gsel[(n * s.H + h) * s.branches + b] = acts.gate_probs[(n * s.H + h) * s.branches + b];
+          dgsel[(n * s.H + h) * s.branches + b] = sc.dgates[src] * static_cast<T>(gate_factor(s, gate_column(s, b)));
         }
     sc.dgate_logits.assign(gsel.size(), T(0));
     sigmoid_backward(sc.dgate_logits.data(), dgsel.data(), gsel.data(), N * cols);
-    matmul_backward(dx, g.wg, g.bg, sc.dgate_logits.data(), x, w.wg, N, s.C, cols);
+    matmul_backward(dx, g.wg, g.bg, sc.dgate_logits.data(), x, w.wg, N, s.C_in, cols);
   }
 
   // q = rope(x Wq^T), k_s = rope(x Wk_s^T), v_s = x Wv_s^T
   rope_backward(sc.dq.data(), sc.dq.data(), cos, sin, B, Tn, s.H, s.d_k, pool);
-  matmul_backward(dx, g.wq, static_cast<T*>(nullptr), sc.dq.data(), x, w.wq, N, s.C, s.H * s.d_k);
+  matmul_backward(dx, g.wq, static_cast<T*>(nullptr), sc.dq.data(), x, w.wq, N, s.C_in, s.H * s.d_k);
   for (int i = 0; i < s.streams; ++i) {
     rope_backward(sc.dk[i].data(), sc.dk[i].data(), cos, sin, B, Tn, s.H_kv, s.d_k, pool);
-    matmul_backward(dx, g.wk[i], static_cast<T*>(nullptr), sc.dk[i].data(), x, w.wk[i], N, s.C,
+    matmul_backward(dx, g.wk[i], static_cast<T*>(nullptr), sc.dk[i].data(), x, w.wk[i], N, s.C_in,
                     s.H_kv * s.d_k);
-    matmul_backward(dx, g.wv[i], static_cast<T*>(nullptr), sc.dv[i].data(), x, w.wv[i], N, s.C,
+    matmul_backward(dx, g.wv[i], static_cast<T*>(nullptr), sc.dv[i].data(), x, w.wv[i], N, s.C_in,
                     s.H_kv * s.d_v);
   }
+  if (s.shift > 0) token_shift_backward(dx_norm, sc.dxs.data(), B, Tn, s.C, s.shift);
 }
 
 #define NSA_INSTANTIATE(T)                                                                       \

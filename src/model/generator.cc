@@ -7,6 +7,7 @@
 
 #include "model/attention_layer.h"
 #include "model/layers/embedding.h"
+#include "model/layers/token_shift.h"
 #include "model/layers/matmul.h"
 #include "model/layers/rmsnorm.h"
 #include "model/layers/rope.h"
@@ -54,6 +55,9 @@ struct Generator::State {
         caches.emplace_back(attn.op, shape, phi_k, phi_v);
       }
     }
+    if (config.token_shift > 0)
+      shift_history.assign(static_cast<std::size_t>(config.n_layers),
+                           std::vector<float>(static_cast<std::size_t>(config.token_shift * config.d_model), 0.0f));
     logits.resize(static_cast<std::size_t>(config.vocab));
   }
 
@@ -69,6 +73,8 @@ struct Generator::State {
   std::vector<LayerTensors<const float>> weights;
   std::vector<DecodeCache> caches;           // nsa, window: one per layer
   std::vector<std::vector<float>> k, v;      // full: per layer [max_tokens, H_kv, d_k / d_v], roped k
+  std::vector<std::vector<float>> shift_history;  // token_shift S > 0: per layer the last S
+                                                  //   normed rows [S, C], oldest first (0 at start)
   index_t pos = 0;
   std::int64_t tokens_read = 0;
   std::vector<float> logits;
@@ -91,6 +97,7 @@ void Generator::State::append(const std::int32_t* tokens, index_t n, ThreadPool&
     throw Error("generator: " + std::to_string(pos) + " + " + std::to_string(n) +
                 " tokens exceed max_tokens=" + std::to_string(max_tokens));
 
+  matmul_set_threads(pool.size());
   const auto nc = static_cast<std::size_t>(n * C);
   x.resize(nc);
   ln.resize(nc);
@@ -108,7 +115,18 @@ void Generator::State::append(const std::int32_t* tokens, index_t n, ThreadPool&
     const auto li = static_cast<std::size_t>(l);
     const LayerTensors<const float>& w = weights[li];
     rmsnorm_forward(ln.data(), rstd.data(), x.data(), w.attn_norm, n, C, config.norm_eps, pool);
-    attention_inputs_forward(attn, w, ln.data(), 1, n, cos, sin, acts, pool);
+    const float* attn_in = ln.data();
+    if (config.token_shift > 0) {
+      std::vector<float>& history = shift_history[li];
+      token_shift_forward(acts.xs.data(), ln.data(), 1, n, C, config.token_shift, history.data());
+      // The new history: the last S rows of [history, ln].
+      const index_t keep = config.token_shift;
+      std::vector<float> rows(history);
+      rows.insert(rows.end(), ln.begin(), ln.end());
+      history.assign(rows.end() - keep * C, rows.end());
+      attn_in = acts.xs.data();
+    }
+    attention_inputs_forward(attn, w, attn_in, 1, n, cos, sin, acts, pool);
     if (config.attention == AttentionKind::full) {
       const index_t kr = attn.H_kv * attn.d_k, vr = attn.H_kv * attn.d_v;
       std::copy(acts.k[0].begin(), acts.k[0].end(), k[li].begin() + pos * kr);

@@ -118,6 +118,12 @@ void Model<T>::init(std::uint64_t seed) {
 }
 
 template <class T>
+void Model<T>::set_attention_schedule(const AttentionSchedule& schedule) {
+  state_->attn.apply(state_->config, schedule);
+  state_->have_forward = false;
+}
+
+template <class T>
 const ModelConfig& Model<T>::config() const { return state_->config; }
 template <class T>
 const std::vector<TensorInfo>& Model<T>::tensors() const { return state_->layout.tensors(); }
@@ -152,6 +158,7 @@ double Model<T>::forward(const std::int32_t* tokens, const std::int32_t* targets
                   std::to_string(n) + " is neither -1 nor in [0, vocab=" + std::to_string(V) + ")");
   }
   s.have_forward = false;
+  matmul_set_threads(pool.size());
   s.resize(batch, seq);
   s.tokens.assign(tokens, tokens + N);
   s.targets.assign(targets, targets + N);
@@ -189,6 +196,7 @@ void Model<T>::backward(ThreadPool& pool) {
   const index_t N = s.B * s.Tn, C = c.d_model, V = c.vocab;
   std::fill(s.grads.begin(), s.grads.end(), T(0));
   if (s.count == 0) return;  // the loss is the constant 0
+  matmul_set_threads(pool.size());
   const T* P = s.params.data();
   T* G = s.grads.data();
   const T* cos = s.rope.cos_at(0);

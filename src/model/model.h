@@ -8,10 +8,10 @@
 // are the checkpoint's tensor names):
 //   embed                  [vocab, d_model]        also the LM head (tied)
 //   layers.{i}.attn_norm   [d_model]
-//   layers.{i}.wq          [H*d_k, d_model]
-//   layers.{i}.wk, .wv     [H_kv*d_k, d_model], [H_kv*d_v, d_model]
+//   layers.{i}.wq          [H*d_k, C_in]           C_in = (1 + token_shift) d_model
+//   layers.{i}.wk, .wv     [H_kv*d_k, C_in], [H_kv*d_v, C_in]
 //                          (independent_kv: wk_cmp, wk_slc, wk_win, wv_cmp, wv_slc, wv_win)
-//   layers.{i}.wg, .bg     [H*branches, d_model], [H*branches]  (nsa: 3 branches, window: 1)
+//   layers.{i}.wg, .bg     [H*branches, C_in], [H*branches]  (nsa: 3 branches, window: 1)
 //   layers.{i}.phi_k.*     pe [l,d_k], w1, b1, w2, b2 (mlp) or w (linear); phi_v.* likewise
 //   layers.{i}.wo          [d_model, H*d_v]
 //   layers.{i}.mlp_norm    [d_model]
@@ -51,6 +51,10 @@ class Model {
   ~Model();
   Model(Model&&) noexcept;
   Model& operator=(Model&&) noexcept;
+
+  // The attention operator of the following forward/backward passes, at a step of a
+  // training schedule (training/schedule.h); the default schedule restores the config's.
+  void set_attention_schedule(const AttentionSchedule& schedule);
 
   // Random init from the seed (reproducible: same seed, same parameters).
   void init(std::uint64_t seed);

@@ -79,6 +79,8 @@ void ModelConfig::validate() const {
   if (attention != AttentionKind::nsa && attention != AttentionKind::full &&
       attention != AttentionKind::window)
     throw Error("model config: attention is not one of nsa, full, window");
+  if (token_shift < 0 || token_shift > 8)
+    throw Error("model config: token_shift=" + std::to_string(token_shift) + " must be in 0..8 (0: none)");
   if (independent_kv && attention != AttentionKind::nsa)
     throw Error(std::string("model config: independent_kv applies to the nsa attention only, not ") +
                 attention_kind_name(attention));
@@ -101,6 +103,7 @@ std::string ModelConfig::describe() const {
   s << attention_kind_name(attention) << " model: vocab=" << vocab << " d_model=" << d_model
     << " layers=" << n_layers << " H=" << n_heads << " H_kv=" << n_kv_heads << " d_k=" << d_k
     << " d_v=" << d_v << " mlp_hidden=" << mlp_hidden;
+  if (token_shift > 0) s << " token_shift=" << token_shift;
   if (attention == AttentionKind::nsa) {
     s << (independent_kv ? " independent_kv" : " shared_kv") << " [" << Config(nsa).describe() << "]";
   } else if (attention == AttentionKind::window) {
@@ -167,6 +170,7 @@ const std::vector<Field>& fields() {
       NSA_INT_FIELD("d_k", d_k),
       NSA_INT_FIELD("d_v", d_v),
       NSA_INT_FIELD("mlp_hidden", mlp_hidden),
+      NSA_INT_FIELD("token_shift", token_shift),
       NSA_DOUBLE_FIELD("rope_theta", rope_theta),
       NSA_DOUBLE_FIELD("norm_eps", norm_eps),
       NSA_DOUBLE_FIELD("init_std", init_std),

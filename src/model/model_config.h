@@ -1,6 +1,7 @@
 // ModelConfig: the shape of a small decoder-only NSA language model (issue 7).
 //
-//   tokens -> embed -> n_layers x [ x += attn(rmsnorm(x)); x += swiglu_mlp(rmsnorm(x)) ]
+//   tokens -> embed -> n_layers x [ x += attn(shift(rmsnorm(x))); x += swiglu_mlp(rmsnorm(x)) ]
+//   (shift: the optional token shift, layers/token_shift.h; none when token_shift = 0)
 //          -> rmsnorm -> logits = x embed^T (tied LM head)
 //
 // The attention kind is chosen per run so that nsa, full and window models can be
@@ -36,6 +37,9 @@ struct ModelConfig {
   double init_std = 0.02;   // normal init of every matrix; output projections scaled by
                             //   1/sqrt(2 n_layers); norms start at 1, biases at 0
   AttentionKind attention = AttentionKind::nsa;
+  int token_shift = 0;      // S: the attention projections also read the S previous
+                            //   tokens' normed rows (a short causal conv of width S + 1;
+                            //   layers/token_shift.h); 0: none, at most 8
   bool independent_kv = false;  // nsa: separate k/v projections per branch (cmp, slc, win)
   ConfigOptions nsa;            // block sizes etc.; the model's default scales the paper's
                                 //   down: see default_small_nsa_options()
@@ -46,6 +50,15 @@ struct ModelConfig {
   // "key=value" pairs, one per field, for checkpoint metadata; parse inverts it.
   std::string serialize() const;
   static ModelConfig parse(const std::string& text);  // throws nsa::Error on bad text
+};
+
+// What a training schedule may change of the attention operator from step to step
+// (training/schedule.h): the selection gate's scale and the sparsity (top_n, window) of
+// the nsa and window kinds. The default (all 0) means the model's own config, scale 1.
+struct AttentionSchedule {
+  double selection_gate = 1;  // the selection branch's gate is multiplied by this (nsa)
+  int top_n = 0;              // 0: config.nsa.top_n
+  int window = 0;             // 0: config.nsa.window
 };
 
 // The paper's NSA shape scaled to a 1k-token context: l=16, d=8, l'=32, n=8 (1 initial,

@@ -15,7 +15,7 @@ namespace nsa::model {
 //                                          so that Kc, Vc start at the scale of the keys
 ModelLayout::ModelLayout(const ModelConfig& c) : config_(c) {
   c.validate();
-  const std::int64_t C = c.d_model, H = c.n_heads, Hkv = c.n_kv_heads, dk = c.d_k, dv = c.d_v;
+  const std::int64_t C = c.d_model, C_in = (1 + c.token_shift) * C, H = c.n_heads, Hkv = c.n_kv_heads, dk = c.d_k, dv = c.d_v;
   const TensorInit ones{TensorInit::ones, 0.0}, zeros{TensorInit::zeros, 0.0};
   const TensorInit matrix{TensorInit::normal, c.init_std};
   const TensorInit residual{TensorInit::normal, c.init_std / std::sqrt(2.0 * c.n_layers)};
@@ -25,17 +25,18 @@ ModelLayout::ModelLayout(const ModelConfig& c) : config_(c) {
   for (int i = 0; i < c.n_layers; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
     add(p + "attn_norm", {C}, false, ones);
-    add(p + "wq", {H * dk, C}, true, matrix);
+    // The projections read the token-shifted rows: C_in = (1 + token_shift) C columns.
+    add(p + "wq", {H * dk, C_in}, true, matrix);
     if (c.independent_kv) {
-      for (const char* s : {"cmp", "slc", "win"}) add(p + "wk_" + s, {Hkv * dk, C}, true, matrix);
-      for (const char* s : {"cmp", "slc", "win"}) add(p + "wv_" + s, {Hkv * dv, C}, true, matrix);
+      for (const char* s : {"cmp", "slc", "win"}) add(p + "wk_" + s, {Hkv * dk, C_in}, true, matrix);
+      for (const char* s : {"cmp", "slc", "win"}) add(p + "wv_" + s, {Hkv * dv, C_in}, true, matrix);
     } else {
-      add(p + "wk", {Hkv * dk, C}, true, matrix);
-      add(p + "wv", {Hkv * dv, C}, true, matrix);
+      add(p + "wk", {Hkv * dk, C_in}, true, matrix);
+      add(p + "wv", {Hkv * dv, C_in}, true, matrix);
     }
     if (c.attention != AttentionKind::full) {
       const std::int64_t branches = c.attention == AttentionKind::nsa ? 3 : 1;
-      add(p + "wg", {H * branches, C}, true, matrix);
+      add(p + "wg", {H * branches, C_in}, true, matrix);
       add(p + "bg", {H * branches}, false, zeros);
     }
     if (c.attention == AttentionKind::nsa && c.nsa.phi != PhiKind::mean) {

@@ -27,10 +27,17 @@ std::vector<Case> cases() {
   ModelConfig nsa_mlp = tiny_config(AttentionKind::nsa);
   nsa_mlp.n_heads = 4;
   nsa_mlp.n_kv_heads = 2;
+  // The token shift's history must carry across prefill and steps.
+  ModelConfig nsa_shift = tiny_config(AttentionKind::nsa);
+  nsa_shift.token_shift = 2;
+  ModelConfig full_shift = tiny_config(AttentionKind::full);
+  full_shift.token_shift = 1;
   return {{"nsa_mlp", nsa_mlp},
           {"nsa_independent_kv", tiny_config(AttentionKind::nsa, true, PhiKind::linear)},
           {"full", tiny_config(AttentionKind::full)},
-          {"window", tiny_config(AttentionKind::window)}};
+          {"window", tiny_config(AttentionKind::window)},
+          {"nsa_token_shift", nsa_shift},
+          {"full_token_shift", full_shift}};
 }
 
 class GeneratorKinds : public ::testing::TestWithParam<int> {
@@ -115,7 +122,7 @@ TEST_P(GeneratorKinds, GreedyMatchesRepeatedFullForward) {
   EXPECT_FALSE(std::equal(by_gen.begin() + prompt, by_gen.end(), by_other.begin() + prompt)) << c.name;
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, GeneratorKinds, ::testing::Range(0, 4),
+INSTANTIATE_TEST_SUITE_P(Kinds, GeneratorKinds, ::testing::Range(0, static_cast<int>(cases().size())),
                          [](const ::testing::TestParamInfo<int>& info) {
                            return std::string(cases()[static_cast<std::size_t>(info.param)].name);
                          });

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <string>
 
+#include "model/layers/token_shift.h"
 #include "model/layers/cross_entropy.h"
 #include "model/layers/embedding.h"
 #include "model/layers/matmul.h"
@@ -79,6 +80,40 @@ TEST_F(Layers, MatmulGradients) {
   expect_gradient("matmul dinp", inp, dinp, loss);
   expect_gradient("matmul dweight", w, dw, loss);
   expect_gradient("matmul dbias", b, db, loss);
+}
+
+TEST_F(Layers, TokenShiftForwardHistoryAndGradients) {
+  const index_t B = 2, Tn = 5, C = 3;
+  const int S = 2, W = (S + 1) * C;
+  auto x = random_vector(B * Tn * C, 11);
+  const auto r = random_vector(B * Tn * W, 13);
+  std::vector<double> out(B * Tn * W);
+  auto loss = [&] {
+    token_shift_forward(out.data(), x.data(), B, Tn, C, S);
+    return dot(out, r);
+  };
+  // The forward against the formula: rows before t = 0 (and across batch rows) are 0.
+  loss();
+  for (index_t b = 0; b < B; ++b)
+    for (index_t t = 0; t < Tn; ++t)
+      for (int j = 0; j <= S; ++j)
+        for (index_t c = 0; c < C; ++c)
+          ASSERT_EQ(out[(b * Tn + t) * W + j * C + c], t - j >= 0 ? x[(b * Tn + t - j) * C + c] : 0.0)
+              << "b " << b << " t " << t << " j " << j;
+  // With history, a sequence cut in two gives the same rows as the whole (what decoding does).
+  std::vector<double> head(2 * W), tail(3 * W), whole(Tn * W);
+  token_shift_forward(whole.data(), x.data(), 1, Tn, C, S);
+  std::vector<double> history(static_cast<std::size_t>(S * C), 0.0);
+  token_shift_forward(head.data(), x.data(), 1, 2, C, S, history.data());
+  std::copy(x.begin(), x.begin() + 2 * C, history.begin());  // the last S = 2 rows
+  token_shift_forward(tail.data(), x.data() + 2 * C, 1, 3, C, S, history.data());
+  for (index_t i = 0; i < 2 * W; ++i) EXPECT_EQ(head[i], whole[i]);
+  for (index_t i = 0; i < 3 * W; ++i) EXPECT_EQ(tail[i], whole[2 * W + i]);
+
+  std::vector<double> dx(B * Tn * C, 1.0);  // accumulates
+  token_shift_backward(dx.data(), r.data(), B, Tn, C, S);
+  for (double& v : dx) v -= 1.0;
+  expect_gradient("token_shift dx", x, dx, loss);
 }
 
 TEST_F(Layers, EmbeddingGradients) {

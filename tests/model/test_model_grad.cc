@@ -19,15 +19,28 @@ using testing::tiny_config;
 struct Case {
   const char* name;
   ModelConfig config;
+  AttentionSchedule schedule;  // a training schedule's step (default: the config's operator)
 };
 
 std::vector<Case> cases() {
   ModelConfig nsa_mlp = tiny_config(AttentionKind::nsa);
   nsa_mlp.n_heads = 3;
-  return {{"nsa_mlp", nsa_mlp},
-          {"nsa_independent_kv", tiny_config(AttentionKind::nsa, true)},
-          {"full", tiny_config(AttentionKind::full)},
-          {"window", tiny_config(AttentionKind::window)}};
+  ModelConfig nsa_shift = tiny_config(AttentionKind::nsa);
+  nsa_shift.token_shift = 2;
+  ModelConfig full_shift = tiny_config(AttentionKind::full);
+  full_shift.token_shift = 1;
+  // Mid-schedule: the selection gate scaled, top_n and window wider than the config's.
+  AttentionSchedule mid;
+  mid.selection_gate = 0.375;
+  mid.top_n = tiny_config(AttentionKind::nsa).nsa.top_n + 1;
+  mid.window = tiny_config(AttentionKind::nsa).nsa.window + 5;
+  return {{"nsa_mlp", nsa_mlp, {}},
+          {"nsa_independent_kv", tiny_config(AttentionKind::nsa, true), {}},
+          {"full", tiny_config(AttentionKind::full), {}},
+          {"window", tiny_config(AttentionKind::window), {}},
+          {"nsa_token_shift", nsa_shift, {}},
+          {"full_token_shift", full_shift, {}},
+          {"nsa_scheduled", tiny_config(AttentionKind::nsa), mid}};
 }
 
 // Token ids and targets of a [batch, seq] batch; a few targets ignored.
@@ -50,6 +63,7 @@ TEST_P(ModelGradient, EveryTensorMatchesFiniteDifferences) {
   const Case c = cases()[static_cast<std::size_t>(GetParam())];
   Model<double> model(c.config);
   model.init(42);
+  model.set_attention_schedule(c.schedule);
   // Move every tensor off its init (norms 1, biases 0, pe 0) so that each is checked at a
   // generic point.
   Rng noise(43);
@@ -96,7 +110,7 @@ TEST_P(ModelGradient, EveryTensorMatchesFiniteDifferences) {
   for (std::size_t i = 0; i < grads.size(); ++i) ASSERT_EQ(model.grads()[i], grads[i]);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, ModelGradient, ::testing::Range(0, 4),
+INSTANTIATE_TEST_SUITE_P(Kinds, ModelGradient, ::testing::Range(0, static_cast<int>(cases().size())),
                          [](const ::testing::TestParamInfo<int>& info) {
                            return std::string(cases()[static_cast<std::size_t>(info.param)].name);
                          });

@@ -44,7 +44,7 @@ TrainOptions tiny_options() {
   o.warmup = 2;
   o.lr = 3e-3;
   o.min_lr = 3e-4;
-  o.needle_fraction = 0.5;
+  o.tasks = "needle:0.5,text:0.5";
   o.eval_batches = 1;
   o.seed = 7;
   return o;
@@ -85,7 +85,7 @@ TEST(Trainer, LossDecreasesOverSteps) {
   const Corpus corpus = tiny_corpus();
   TrainOptions o = tiny_options();
   o.steps = 40;
-  o.needle_fraction = 0;
+  o.tasks = "text:1";
   o.lr = 1e-2;
   Trainer trainer(tiny_config(AttentionKind::nsa), o);
   const double before = trainer.validation_loss(corpus, pool);

@@ -1,7 +1,9 @@
 // nsa inspect: what a checkpoint's attention does on an input. For every layer: the mean
 // gate of each branch; for chosen queries: the selection blocks each one picked; tokens
-// read per step against full attention; with --needle, whether the queries that answer
-// the passkey select the block holding it; and a PNG selection map (queries x blocks).
+// read per step against full attention; with --needle (--mqar), whether the queries that
+// answer the passkey (each MQAR key) select the block holding the needle (the key's pair),
+// and for MQAR whether answers are right when the block was chosen and when it was missed;
+// and a PNG selection map (queries x blocks).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 
 #include "commands.h"
 #include "model/data/corpus.h"
+#include "model/data/mqar.h"
 #include "model/data/needle.h"
 #include "model/training/checkpoint_io.h"
 #include "model_options.h"
@@ -29,6 +32,8 @@ struct InspectOptions {
   std::string checkpoint;
   std::string text, file;
   std::int64_t needle = 0;  // context length of a passkey example (0: not used)
+  std::int64_t mqar = 0;    // context length of an MQAR example (0: not used)
+  int mqar_pairs = 16;
   double depth = 0.3;
   std::string data = kDefaultData;
   std::int64_t max_tokens = 2048;
@@ -59,9 +64,26 @@ int run_inspect(const InspectOptions& o) {
   // The input.
   std::vector<std::int32_t> tokens;
   index_t needle_at = -1, answer_at = -1;
-  const int sources = (!o.text.empty()) + (!o.file.empty()) + (o.needle > 0);
-  if (sources > 1) throw Error("inspect: give one of --text, --file, --needle");
-  if (!o.text.empty()) {
+  // Recall probes: a query position that must retrieve from a source position.
+  struct Probe {
+    index_t query, source;
+    std::int32_t answer;
+  };
+  std::vector<Probe> probes;
+  const int sources = (!o.text.empty()) + (!o.file.empty()) + (o.needle > 0) + (o.mqar > 0);
+  if (sources > 1) throw Error("inspect: give one of --text, --file, --needle, --mqar");
+  if (o.mqar > 0) {
+    const model::Corpus corpus = model::Corpus::from_file(o.data);
+    model::Rng rng(o.seed);
+    model::MqarOptions options;
+    options.context = o.mqar;
+    options.pairs = o.mqar_pairs;
+    options.depth = o.depth;
+    const model::MqarExample ex = model::make_mqar(&corpus.val(), options, rng);
+    tokens = ex.tokens;
+    for (const model::MqarAnswer& a : ex.answers) probes.push_back({a.position, a.position - a.distance, a.value});
+    answer_at = ex.answers.front().position;
+  } else if (!o.text.empty()) {
     tokens = model::encode_bytes(o.text);
   } else if (!o.file.empty() || o.needle == 0) {
     const std::string path = o.file.empty() ? o.data : o.file;
@@ -81,6 +103,7 @@ int run_inspect(const InspectOptions& o) {
     tokens = ex.tokens;
     needle_at = ex.needle_position;
     answer_at = ex.answer_start;
+    for (index_t t = answer_at; t < static_cast<index_t>(tokens.size()); ++t) probes.push_back({t, needle_at, -1});
   }
   if (static_cast<std::int64_t>(tokens.size()) > o.max_tokens) tokens.resize(static_cast<std::size_t>(o.max_tokens));
   const index_t T = static_cast<index_t>(tokens.size());
@@ -124,20 +147,45 @@ int run_inspect(const InspectOptions& o) {
                 static_cast<long long>(t + 1));
   }
 
-  if (needle_at >= 0) {
-    const index_t needle_block = needle_at / config.sel_block();
-    std::printf("\npasskey at token %lld (selection block %lld); the answer starts at %lld\n",
-                static_cast<long long>(needle_at), static_cast<long long>(needle_block), static_cast<long long>(answer_at));
+  if (!probes.empty()) {
+    const char* what = o.mqar > 0 ? "the pair's" : "the needle's";
+    if (needle_at >= 0)
+      std::printf("\npasskey at token %lld (selection block %lld); the answer starts at %lld\n",
+                  static_cast<long long>(needle_at), static_cast<long long>(needle_at / config.sel_block()),
+                  static_cast<long long>(answer_at));
+    else
+      std::printf("\n%zu MQAR queries from token %lld; pairs at depth %.2f, the answers %lld..%lld tokens back\n",
+                  probes.size(), static_cast<long long>(answer_at), o.depth,
+                  static_cast<long long>(probes.back().query - probes.back().source),
+                  static_cast<long long>(probes.front().query - probes.front().source));
+    auto selected = [&](int l, const Probe& p, int kv) {
+      const std::int32_t* c = m.attention_saved(l).sel_blocks.data() + (p.query * mc.n_kv_heads + kv) * top_n;
+      return std::find(c, c + top_n, static_cast<std::int32_t>(p.source / config.sel_block())) != c + top_n;
+    };
     for (int l = 0; l < mc.n_layers; ++l) {
-      const auto& s = m.attention_saved(l);
       int hits = 0, asked = 0;
-      for (index_t t = answer_at; t < T; ++t)
+      for (const Probe& p : probes)
         for (int kv = 0; kv < mc.n_kv_heads; ++kv) {
-          const std::int32_t* c = s.sel_blocks.data() + (t * mc.n_kv_heads + kv) * top_n;
           ++asked;
-          hits += std::find(c, c + top_n, static_cast<std::int32_t>(needle_block)) != c + top_n;
+          hits += selected(l, p, kv) ? 1 : 0;
         }
-      std::printf("  layer %d: the needle's block is selected by %d of %d (answer query, kv head) pairs\n", l, hits, asked);
+      std::printf("  layer %d: %s block is selected by %d of %d (answer query, kv head) pairs\n", l, what, hits, asked);
+    }
+    if (o.mqar > 0) {
+      // Right answers, split by whether the pair's block was selected in the listed layer
+      // (for every kv head): a miss there is the selection's failure, a wrong answer despite
+      // a hit is the attention's.
+      int right_hit = 0, hit = 0, right_miss = 0, miss = 0;
+      for (const Probe& p : probes) {
+        const float* logits = m.logits() + p.query * mc.vocab;
+        const bool right = std::max_element(logits, logits + mc.vocab) - logits == p.answer;
+        bool all = true;
+        for (int kv = 0; kv < mc.n_kv_heads; ++kv) all = all && selected(layer, p, kv);
+        (all ? hit : miss) += 1;
+        (all ? right_hit : right_miss) += right ? 1 : 0;
+      }
+      std::printf("  answers right: %d of %d; block selected in layer %d: %d of %d right; block missed: %d of %d right\n",
+                  right_hit + right_miss, hit + miss, layer, right_hit, hit, right_miss, miss);
     }
   }
 
@@ -176,7 +224,9 @@ Command add_inspect_command(CLI::App& app) {
   sub->add_option("--text", o->text, "input text");
   sub->add_option("--file", o->file, "input file (its first --max-tokens bytes)");
   sub->add_option("--needle", o->needle, "a passkey example of this many tokens as the input");
-  sub->add_option("--depth", o->depth, "the passkey's depth in [0, 1]")->capture_default_str();
+  sub->add_option("--mqar", o->mqar, "an MQAR example of this many tokens as the input");
+  sub->add_option("--mqar-pairs", o->mqar_pairs, "key-value pairs of the MQAR example")->capture_default_str();
+  sub->add_option("--depth", o->depth, "the passkey's (MQAR pairs') depth in [0, 1]")->capture_default_str();
   sub->add_option("--data", o->data, "text for the default input and the passkey filler")->capture_default_str();
   sub->add_option("--max-tokens", o->max_tokens, "longest input")->capture_default_str();
   sub->add_option("--layer", o->layer, "layer of the per-query listing and the map (-1: last)")->capture_default_str();

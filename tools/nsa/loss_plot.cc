@@ -44,6 +44,10 @@ LossCurve read_loss_csv(const std::string& path, const std::string& label) {
         curve.needle_step.push_back(step);
         curve.needle.push_back(std::stod(fields[7]));
       }
+      if (fields.size() >= 10 && !fields[9].empty()) {  // recall_accuracy (later files)
+        curve.recall_step.push_back(step);
+        curve.recall.push_back(std::stod(fields[9]));
+      }
       if (!fields[2].empty()) {
         curve.val_step.push_back(step);
         curve.val.push_back(std::stod(fields[2]));
@@ -90,6 +94,22 @@ void write_passkey_loss_plot(const std::vector<LossCurve>& curves, const std::st
   plot::write_png(png_path, plot::render_line_chart(chart));
 }
 
+void write_recall_plot(const std::vector<LossCurve>& curves, const std::string& png_path, const std::string& title) {
+  plot::LineChart chart;
+  chart.title = title;
+  chart.subtitle = "answer accuracy of the recall steps' batches (mean of 10 steps), teacher-forced argmax";
+  chart.x_label = "step";
+  chart.y_label = "answer accuracy";
+  chart.y_include_zero = true;
+  for (std::size_t i = 0; i < curves.size(); ++i) {
+    plot::Series s = trailing_mean(curves[i].recall_step, curves[i].recall, 10);
+    s.name = curves[i].label;
+    s.color = plot::palette(static_cast<int>(i));
+    chart.series.push_back(std::move(s));
+  }
+  plot::write_png(png_path, plot::render_line_chart(chart));
+}
+
 void write_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path, const std::string& title) {
   plot::LineChart chart;
   chart.title = title;
@@ -121,7 +141,7 @@ Command add_plot_loss_command(CLI::App& app) {
   struct Options {
     std::vector<std::string> runs;
     std::string out, title = "training runs";
-    bool passkey = false;
+    bool passkey = false, recall = false;
   };
   auto o = std::make_shared<Options>();
   CLI::App* sub = app.add_subcommand("plot-loss", "Loss curves of several nsa train runs in one PNG");
@@ -129,6 +149,7 @@ Command add_plot_loss_command(CLI::App& app) {
   sub->add_option("--out", o->out, "the PNG to write")->required();
   sub->add_option("--title", o->title, "chart title")->capture_default_str();
   sub->add_flag("--passkey", o->passkey, "plot the loss of the passkey steps instead of the text loss");
+  sub->add_flag("--recall", o->recall, "plot the answer accuracy of the recall (passkey, mqar) steps");
   return {sub, [o] {
             std::vector<LossCurve> curves;
             for (const std::string& run : o->runs) {
@@ -137,8 +158,11 @@ Command add_plot_loss_command(CLI::App& app) {
                 throw Error("plot-loss: expected LABEL=path/to/loss.csv, got '" + run + "'");
               curves.push_back(read_loss_csv(run.substr(eq + 1), run.substr(0, eq)));
             }
+            if (o->passkey && o->recall) throw Error("plot-loss: give --passkey or --recall, not both");
             if (o->passkey)
               write_passkey_loss_plot(curves, o->out, o->title);
+            else if (o->recall)
+              write_recall_plot(curves, o->out, o->title);
             else
               write_loss_plot(curves, o->out, o->title);
             return 0;

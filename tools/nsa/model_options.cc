@@ -16,6 +16,10 @@ void add_model_options(CLI::App* sub, model::ModelConfig* c, std::string* attent
   sub->add_option("--dk", c->d_k, "query/key head dim")->capture_default_str();
   sub->add_option("--dv", c->d_v, "value head dim")->capture_default_str();
   sub->add_option("--mlp-hidden", c->mlp_hidden, "SwiGLU hidden size")->capture_default_str();
+  sub->add_option("--token-shift", c->token_shift,
+                  "attention projections also read the S previous tokens (a short causal conv; 0: none)")
+      ->capture_default_str();
+  sub->add_option("--init-std", c->init_std, "std of the normal init of the matrices")->capture_default_str();
   sub->add_flag("--independent-kv", c->independent_kv, "separate K/V projections per NSA branch");
   sub->add_option("--block-len", c->nsa.block_len, "NSA compression block length l")->capture_default_str();
   sub->add_option("--stride", c->nsa.stride, "NSA compression stride d")->capture_default_str();

@@ -13,7 +13,7 @@ class App;
 namespace nsa::cli {
 
 // Adds --attention, --d-model, --layers, --heads, --kv-heads, --dk, --dv, --mlp-hidden,
-// --independent-kv, --block-len, --stride, --sel-block, --top-n, --window, --phi to `sub`,
+// --init-std, --token-shift, --independent-kv, --block-len, --stride, --sel-block, --top-n, --window, --phi to `sub`,
 // writing into *config (defaults: ModelConfig{} with default_small_nsa_options()).
 void add_model_options(CLI::App* sub, model::ModelConfig* config, std::string* attention,
                        std::string* phi);

@@ -1,8 +1,10 @@
-// nsa train: trains a small language model (src/model) on a text file, with passkey
-// examples mixed in, and writes into --out:
+// nsa train: trains a small language model (src/model) on a mix of tasks (--task: text,
+// passkey, MQAR), optionally with a progressive schedule, and writes into --out:
 //   checkpoint.safetensors   the latest training checkpoint (resume with --resume)
 //   loss.csv                 step, train_loss, val_loss, lr, grad_norm, tokens_per_s, elapsed_s,
-//                            needle_loss (train_loss on text steps, needle_loss on passkey steps)
+//                            needle_loss, mqar_loss, recall_accuracy (train_loss on text steps,
+//                            needle_loss / mqar_loss on those tasks' steps, recall_accuracy:
+//                            the answers' argmax accuracy on recall steps)
 //   loss.png                 the training and validation loss curves
 //   run.txt                  the model and training options
 #include <CLI/CLI.hpp>
@@ -39,6 +41,7 @@ struct TrainCommandOptions {
   std::string resume, init_from;
   std::int64_t checkpoint_every = 0;
   int threads = 0;
+  double needle_fraction = -1;  // --needle-fraction f: shorthand for --task needle:f,text:1-f
 };
 
 // Rows of an existing loss.csv up to `step` (a resumed run continues the file).
@@ -58,7 +61,8 @@ std::vector<std::string> csv_rows_up_to(const std::string& path, std::int64_t st
   return rows;
 }
 
-const char* kCsvHeader = "step,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,needle_loss";
+const char* kCsvHeader =
+    "step,train_loss,val_loss,lr,grad_norm,tokens_per_s,elapsed_s,needle_loss,mqar_loss,recall_accuracy";
 
 void write_text_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
@@ -88,7 +92,8 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
   std::unique_ptr<model::Trainer> trainer;
   if (!o.resume.empty()) {
     for (const char* flag : {"--attention", "--d-model", "--layers", "--heads", "--kv-heads", "--dk", "--dv",
-                             "--batch", "--seq", "--lr", "--seed", "--needle-fraction"})
+                             "--batch", "--seq", "--lr", "--seed", "--needle-fraction", "--task", "--mqar-pairs",
+                             "--token-shift", "--selection-delay", "--selection-ramp", "--sparsify-steps"})
       if (sub->count(flag))
         throw Error(std::string("train: ") + flag + " cannot change a resumed run (it comes from " + o.resume + ")");
     trainer = std::make_unique<model::Trainer>(
@@ -97,6 +102,12 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
                  static_cast<long long>(trainer->steps_done()), static_cast<long long>(trainer->options().steps));
   } else {
     const model::ModelConfig config = finish_model_config(o.config, o.attention, o.phi);
+    if (o.needle_fraction >= 0) {
+      if (sub->count("--task")) throw Error("train: give --task or --needle-fraction, not both");
+      if (!(o.needle_fraction <= 1)) throw Error("train: --needle-fraction must be in [0, 1]");
+      o.train.tasks = "needle:" + std::to_string(o.needle_fraction) + ",text:" + std::to_string(1 - o.needle_fraction);
+    }
+    o.train.tasks = model::TaskMix::parse(o.train.tasks).spec();
     o.train.validate();
     trainer = std::make_unique<model::Trainer>(config, o.train);
     if (!o.init_from.empty()) {
@@ -150,7 +161,7 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
   };
 
   Progress progress(t.steps, trainer->steps_done());
-  double last_val = -1, last_text = 0, last_needle = -1;
+  double last_val = -1, last_text = 0, last_needle = -1, last_mqar = -1;
   std::int64_t tokens_since = 0;
   double seconds_mark = 0;
   while (!trainer->done()) {
@@ -168,16 +179,22 @@ int run_train(TrainCommandOptions o, CLI::App* sub) {
     }
     char loss_field[32];
     std::snprintf(loss_field, sizeof loss_field, "%.5f", s.loss);
-    char row[256];
-    std::snprintf(row, sizeof row, "%lld,%s,%s,%.6g,%.4g,%.1f,%.2f,%s", static_cast<long long>(s.step),
-                  s.needle ? "" : loss_field, val_field.c_str(), s.lr, s.grad_norm, tokens_per_s, elapsed_before + now,
-                  s.needle ? loss_field : "");
+    char accuracy_field[32] = "";
+    if (s.accuracy >= 0) std::snprintf(accuracy_field, sizeof accuracy_field, "%.4f", s.accuracy);
+    const bool text_step = s.task == model::Task::text;
+    char row[320];
+    std::snprintf(row, sizeof row, "%lld,%s,%s,%.6g,%.4g,%.1f,%.2f,%s,%s,%s", static_cast<long long>(s.step),
+                  text_step ? loss_field : "", val_field.c_str(), s.lr, s.grad_norm, tokens_per_s, elapsed_before + now,
+                  s.task == model::Task::needle ? loss_field : "", s.task == model::Task::mqar ? loss_field : "",
+                  accuracy_field);
     rows.push_back(row);
-    if (s.needle) last_needle = s.loss;
+    if (s.task == model::Task::needle) last_needle = s.loss;
+    else if (s.task == model::Task::mqar) last_mqar = s.accuracy;
     else last_text = s.loss;
-    char text[160];
+    char text[200];
     std::snprintf(text, sizeof text, "loss %.3f", last_text);
     if (last_needle >= 0) std::snprintf(text + std::strlen(text), sizeof text - std::strlen(text), "  passkey %.3f", last_needle);
+    if (last_mqar >= 0) std::snprintf(text + std::strlen(text), sizeof text - std::strlen(text), "  mqar acc %.3f", last_mqar);
     if (last_val >= 0) std::snprintf(text + std::strlen(text), sizeof text - std::strlen(text), "  val %.3f", last_val);
     std::snprintf(text + std::strlen(text), sizeof text - std::strlen(text), "  %.0f tok/s", tokens_per_s);
     progress.update(s.step, text);
@@ -216,7 +233,20 @@ Command add_train_command(CLI::App& app) {
   sub->add_option("--weight-decay", t.weight_decay, "AdamW weight decay")->capture_default_str();
   sub->add_option("--clip", t.clip, "gradient-norm clip (0: none)")->capture_default_str();
   sub->add_option("--seed", t.seed, "seed of the init and the data order")->capture_default_str();
-  sub->add_option("--needle-fraction", t.needle_fraction, "share of steps on passkey examples (scored on the answer)")
+  sub->add_option("--task", t.tasks,
+                  "task mix of the steps, name:weight,...: text (the corpus), needle (passkey), mqar "
+                  "(multi-query associative recall), e.g. text:0.5,mqar:0.5")
+      ->capture_default_str();
+  sub->add_option("--needle-fraction", o->needle_fraction, "shorthand for --task needle:F,text:1-F");
+  sub->add_option("--mqar-pairs", t.mqar_pairs, "key-value pairs per MQAR example")->capture_default_str();
+  sub->add_option("--selection-delay", t.selection_delay,
+                  "compression first: hold the selection gate at 0 for N steps (nsa)")
+      ->capture_default_str();
+  sub->add_option("--selection-ramp", t.selection_ramp, "then ramp the selection gate to 1 over N steps")
+      ->capture_default_str();
+  sub->add_option("--sparsify-steps", t.sparsify_steps,
+                  "full -> NSA: start top-n and window covering the whole sequence, shrink them to the "
+                  "model's over N steps")
       ->capture_default_str();
   sub->add_option("--eval-every", t.eval_every, "validation loss every N steps")->capture_default_str();
   sub->add_option("--eval-batches", t.eval_batches, "validation batches")->capture_default_str();

@@ -2,7 +2,18 @@
 
 #include <cblas.h>
 
+#include <atomic>
+
+extern "C" void openblas_set_num_threads(int num_threads);  // OpenBLAS (CMake: BLA_VENDOR)
+
 namespace nsa::model {
+
+void matmul_set_threads(int threads) {
+  static std::atomic<int> current{0};
+  if (threads < 1) threads = 1;
+  if (current.exchange(threads) != threads) openblas_set_num_threads(threads);
+}
+
 namespace {
 
 // C (M, N) = alpha op(A) op(B) + beta C, row-major.

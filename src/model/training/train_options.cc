@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "model/data/mqar.h"
 #include "model/training/key_value.h"
 #include "nsa/error.h"
 
@@ -20,10 +21,17 @@ void TrainOptions::validate() const {
   require(std::isfinite(weight_decay) && weight_decay >= 0, "weight_decay must be >= 0");
   require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "beta1 and beta2 must be in [0, 1)");
   require(std::isfinite(clip) && clip >= 0, "clip must be >= 0 (0: no clipping)");
-  require(needle_fraction >= 0 && needle_fraction <= 1, "needle_fraction must be in [0, 1]");
+  const TaskMix mix = task_mix();  // throws naming a bad part of the spec
   // A passkey example needs room for the needle, the question and a 5-digit answer.
-  require(needle_fraction == 0 || seq >= 66,
-          "seq must be >= 66 when needle_fraction > 0 (a passkey example needs 66 tokens), got " + std::to_string(seq));
+  require(mix.weight(Task::needle) == 0 || seq >= 66,
+          "seq must be >= 66 with needle steps (a passkey example needs 66 tokens), got " + std::to_string(seq));
+  require(mqar_pairs >= 1 && mqar_pairs <= kMqarRange,
+          "mqar_pairs must be in 1.." + std::to_string(kMqarRange) + ", got " + std::to_string(mqar_pairs));
+  require(mix.weight(Task::mqar) == 0 || seq >= 4 * mqar_pairs,
+          "seq must be >= 4 * mqar_pairs = " + std::to_string(4 * mqar_pairs) + " with mqar steps, got " +
+              std::to_string(seq));
+  require(selection_delay >= 0 && selection_ramp >= 0, "selection_delay and selection_ramp must be >= 0");
+  require(sparsify_steps >= 0, "sparsify_steps must be >= 0");
   require(eval_every >= 0, "eval_every must be >= 0");
   require(eval_batches >= 1, "eval_batches must be >= 1");
 }
@@ -42,7 +50,11 @@ std::string TrainOptions::serialize() const {
   put("beta2", format_double(beta2));
   put("clip", format_double(clip));
   put("seed", std::to_string(seed));
-  put("needle_fraction", format_double(needle_fraction));
+  put("tasks", task_mix().spec());
+  put("mqar_pairs", std::to_string(mqar_pairs));
+  put("selection_delay", std::to_string(selection_delay));
+  put("selection_ramp", std::to_string(selection_ramp));
+  put("sparsify_steps", std::to_string(sparsify_steps));
   put("eval_every", std::to_string(eval_every));
   put("eval_batches", std::to_string(eval_batches));
   return s;
@@ -52,7 +64,8 @@ TrainOptions TrainOptions::parse(const std::string& text) {
   const char* what = "training options";
   const auto kv = parse_key_values(text, what);
   static const char* known[] = {"steps", "batch", "seq", "lr", "min_lr", "warmup", "weight_decay",
-                                "beta1", "beta2", "clip", "seed", "needle_fraction", "eval_every",
+                                "beta1", "beta2", "clip", "seed", "needle_fraction", "tasks", "mqar_pairs",
+                                "selection_delay", "selection_ramp", "sparsify_steps", "eval_every",
                                 "eval_batches"};
   for (const auto& [key, value] : kv) {
     bool ok = false;
@@ -71,7 +84,21 @@ TrainOptions TrainOptions::parse(const std::string& text) {
   read_value(kv, "beta2", o.beta2, what);
   read_value(kv, "clip", o.clip, what);
   read_value(kv, "seed", o.seed, what);
-  read_value(kv, "needle_fraction", o.needle_fraction, what);
+  if (kv.count("needle_fraction")) {  // checkpoints written before the task mix
+    if (kv.count("tasks")) throw Error(std::string(what) + ": both needle_fraction and tasks are given");
+    double f = 0;
+    read_value(kv, "needle_fraction", f, what);
+    if (!(f >= 0 && f <= 1)) throw Error(std::string(what) + ": needle_fraction must be in [0, 1]");
+    o.tasks = "needle:" + format_double(f) + ",text:" + format_double(1 - f);
+  }
+  if (kv.count("tasks")) o.tasks = kv.at("tasks");
+  std::int64_t pairs = o.mqar_pairs;
+  read_value(kv, "mqar_pairs", pairs, what);
+  if (pairs < 1 || pairs > kMqarRange) throw Error(std::string(what) + ": mqar_pairs is out of range");
+  o.mqar_pairs = static_cast<int>(pairs);
+  read_value(kv, "selection_delay", o.selection_delay, what);
+  read_value(kv, "selection_ramp", o.selection_ramp, what);
+  read_value(kv, "sparsify_steps", o.sparsify_steps, what);
   read_value(kv, "eval_every", o.eval_every, what);
   read_value(kv, "eval_batches", o.eval_batches, what);
   o.validate();

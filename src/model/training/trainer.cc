@@ -1,8 +1,12 @@
 #include "model/training/trainer.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "model/data/mqar.h"
+#include "model/eval/recall.h"
 #include "model/data/needle.h"
+#include "model/training/schedule.h"
 #include "model/optim/adamw.h"
 #include "nsa/error.h"
 
@@ -65,26 +69,43 @@ std::vector<std::string> Trainer::init_from(const std::string& checkpoint) {
   return load_matching_parameters(checkpoint, model_);
 }
 
-Batch Trainer::next_batch(const Corpus& corpus, bool* needle_step) {
+Batch Trainer::next_batch(const Corpus& corpus, Task* task) {
   const TrainOptions& o = state_.options;
-  // A passkey step with probability needle_fraction: every row a passkey example at a random
-  // depth, scored on the answer only. Mixed into text rows instead, the 5 answer digits would
-  // be 5 of ~8k targets and their gradient would vanish in the language-model loss; as steps
-  // of their own (Adam normalizes each step) they teach retrieval at full strength.
-  *needle_step = o.needle_fraction > 0 && data_rng_.uniform() < o.needle_fraction;
-  if (!*needle_step) return sample_batch(corpus.train(), o.batch, o.seq, data_rng_);
+  const TaskMix mix = o.task_mix();
+  // A step draws its task only when there is a choice, so a single-task run's data stream
+  // is that task's alone.
+  *task = mix.mixed() ? mix.draw(data_rng_.uniform()) : mix.draw(0.0);
   Batch batch;
   batch.batch = o.batch;
   batch.seq = o.seq;
-  for (std::int64_t row = 0; row < o.batch; ++row) {
-    NeedleOptions options;
-    options.context = o.seq;
-    options.depth = data_rng_.uniform();
-    const NeedleExample ex = make_needle(corpus.train(), options, data_rng_);
-    batch.tokens.insert(batch.tokens.end(), ex.tokens.begin(), ex.tokens.end());
-    batch.targets.insert(batch.targets.end(), ex.targets.begin(), ex.targets.end());
+  switch (*task) {
+    case Task::text: return sample_batch(corpus.train(), o.batch, o.seq, data_rng_);
+    case Task::needle:
+      // Every row a passkey example at a random depth, scored on the answer only.
+      for (std::int64_t row = 0; row < o.batch; ++row) {
+        NeedleOptions options;
+        options.context = o.seq;
+        options.depth = data_rng_.uniform();
+        const NeedleExample ex = make_needle(corpus.train(), options, data_rng_);
+        batch.tokens.insert(batch.tokens.end(), ex.tokens.begin(), ex.tokens.end());
+        batch.targets.insert(batch.targets.end(), ex.targets.begin(), ex.targets.end());
+      }
+      return batch;
+    case Task::mqar:
+      // Every row an MQAR example with its pairs at a random depth (so answer distances
+      // range from 2P to the whole context), filler from the training text.
+      for (std::int64_t row = 0; row < o.batch; ++row) {
+        MqarOptions options;
+        options.context = o.seq;
+        options.pairs = o.mqar_pairs;
+        options.depth = data_rng_.uniform();
+        const MqarExample ex = make_mqar(&corpus.train(), options, data_rng_);
+        batch.tokens.insert(batch.tokens.end(), ex.tokens.begin(), ex.tokens.end());
+        batch.targets.insert(batch.targets.end(), ex.targets.begin(), ex.targets.end());
+      }
+      return batch;
   }
-  return batch;
+  throw Error("train: unknown task");
 }
 
 StepStats Trainer::step(const Corpus& corpus, ThreadPool& pool) {
@@ -92,9 +113,11 @@ StepStats Trainer::step(const Corpus& corpus, ThreadPool& pool) {
     throw Error("train: the run has already done its " + std::to_string(state_.options.steps) + " steps");
   const TrainOptions& o = state_.options;
   StepStats stats;
-  const Batch batch = next_batch(corpus, &stats.needle);
+  const Batch batch = next_batch(corpus, &stats.task);
   stats.tokens = batch.batch * batch.seq;
+  model_.set_attention_schedule(schedule_at(model_.config(), o, state_.step));
   stats.loss = model_.forward(batch.tokens.data(), batch.targets.data(), batch.batch, batch.seq, pool);
+  if (is_recall(stats.task)) stats.accuracy = argmax_accuracy(model_, batch.targets.data());
   if (!std::isfinite(stats.loss)) {
     data_rng_.set_state(state_.rng);  // the failed step consumed no data either
     throw Error("train: loss is " + std::to_string(stats.loss) + " at step " + std::to_string(state_.step + 1) +
@@ -123,6 +146,7 @@ StepStats Trainer::step(const Corpus& corpus, ThreadPool& pool) {
 
 double Trainer::validation_loss(const Corpus& corpus, ThreadPool& pool) {
   const TrainOptions& o = state_.options;
+  model_.set_attention_schedule(schedule_at(model_.config(), o, state_.step));
   const index_t windows = num_windows(corpus.val(), o.seq);
   if (windows < 1)
     throw Error("validation split has " + std::to_string(corpus.val().size()) + " tokens, fewer than seq + 1 = " +

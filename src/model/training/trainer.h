@@ -1,5 +1,5 @@
-// Trainer: one training run of a Model<float> (issue 7): data mixture (corpus text steps
-// and passkey steps), AdamW with warm-up + cosine schedule and gradient clipping, periodic
+// Trainer: one training run of a Model<float>: the task mix (data/task_mix.h: text,
+// passkey and MQAR steps), the progressive-training schedule (training/schedule.h), AdamW with warm-up + cosine schedule and gradient clipping, periodic
 // validation, checkpoints that resume exactly.
 //
 // Reproducibility: the model's init and the data order come from options.seed; the kernels
@@ -13,6 +13,7 @@
 
 #include "model/data/corpus.h"
 #include "model/data/rng.h"
+#include "model/data/task_mix.h"
 #include "model/model.h"
 #include "model/training/checkpoint_io.h"
 #include "model/training/train_options.h"
@@ -25,8 +26,9 @@ namespace nsa::model {
 
 struct StepStats {
   std::int64_t step = 0;  // steps done after this one (1-based)
-  bool needle = false;    // a passkey step (loss on the answer digits only), else text
+  Task task = Task::text;  // the step's task; recall tasks are scored on their answers only
   double loss = 0;        // training loss of this step's batch
+  double accuracy = -1;   // recall steps: share of answer targets that are the argmax (else -1)
   double grad_norm = 0;   // before clipping
   double lr = 0;
   std::int64_t tokens = 0;  // tokens in this step's batch
@@ -61,7 +63,7 @@ class Trainer {
 
  private:
   Trainer(Model<float> model, TrainState state);
-  Batch next_batch(const Corpus& corpus, bool* needle_step);
+  Batch next_batch(const Corpus& corpus, Task* task);
 
   Model<float> model_;
   TrainState state_;
