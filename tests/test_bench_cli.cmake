@@ -103,3 +103,17 @@ execute_process(
 if(rc EQUAL 0 OR NOT stderr MATCHES "missing-dir")
   message(FATAL_ERROR "bench --plot into a missing folder: rc=${rc}\n${stdout}\n${stderr}")
 endif()
+
+# --shape: a released model's shape, named in the header; an unknown name is refused.
+execute_process(
+  COMMAND "${NSA}" bench --shape llama3-8b --tokens 256 --reps 1 --decode-steps 2 --phases decode --threads 2
+  RESULT_VARIABLE rc OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
+if(NOT rc EQUAL 0 OR NOT stdout MATCHES "H=32 H_kv=8 d_k=128 d_v=128")
+  message(FATAL_ERROR "bench --shape llama3-8b: rc=${rc}\n${stdout}\n${stderr}")
+endif()
+execute_process(
+  COMMAND "${NSA}" bench --shape llama4 --tokens 256
+  RESULT_VARIABLE rc OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
+if(rc EQUAL 0 OR NOT stderr MATCHES "unknown --shape 'llama4'")
+  message(FATAL_ERROR "bench --shape llama4 was not refused: rc=${rc}\n${stderr}")
+endif()

@@ -8,7 +8,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "decode/kernels.h"
 #include "nsa/decode.h"
@@ -229,6 +231,12 @@ std::vector<Case> cases() {
   v.push_back({"auto_small_G20_two_groups_independent", small_options(), 40, 2, 8, 16, false, {220, 150}, {0, 33}});
   v.push_back({"auto_paper_T1500_G16_shared_mlp", ConfigOptions{}, 16, 1, 16, 16, true, {1500}, {700},
                Fill::prefill, 2, 0, 3});
+  // The shapes real models use (issue 21): Llama-3-8B's 32 heads on 8 kv heads, Qwen2.5-7B's
+  // 28 on 4 (G = 7), multi-head attention (G = 1) over 16 kv heads at d = 64.
+  v.push_back({"real_llama3_8b_G4_Hkv8_d128", small_options(), 32, 8, 128, 128, true, {330, 300}, {0, 200},
+               Fill::prefill, 2});
+  v.push_back({"real_qwen2_7b_G7_Hkv4_d128", small_options(), 28, 4, 128, 128, true, {300}, {150}, Fill::prefill, 2});
+  v.push_back({"real_mha_G1_Hkv16_d64", small_options(), 16, 16, 64, 64, true, {300}, {100}, Fill::prefill, 2});
   return v;
 }
 
@@ -350,6 +358,51 @@ TEST(Decode, DenseDecodeStepMatchesReference) {
         EXPECT_LT(relative_error(out.data(), ref.data() + (T - 1) * H * 16, H * 16), kTol)
             << "T=" << T << " H=" << H << " H_kv=" << H_kv << (path == decode::AttendPath::lanes ? " lanes" : " rows");
       }
+    }
+  }
+}
+
+// dense_decode_step at the shapes real models use, where the [T, H_kv, d] cache puts H_kv
+// rows between two keys of one kv head: the last row against float64 softmax attention
+// computed here (the reference's dense forward is O(T^2)), both kernels, T split across
+// workers.
+TEST(Decode, DenseDecodeStepRealShapes) {
+  struct Shape { index_t H, H_kv, d_k, d_v, T; };
+  for (const Shape sh : {Shape{8, 8, 128, 128, 4500}, Shape{32, 8, 128, 128, 4200}, Shape{28, 4, 128, 128, 2100},
+                         Shape{64, 8, 128, 128, 1500}, Shape{16, 16, 64, 64, 4100}, Shape{16, 1, 192, 128, 2100}}) {
+    const index_t G = sh.H / sh.H_kv;
+    std::mt19937 rng(static_cast<unsigned>(sh.H * 131 + sh.T));
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    std::vector<float> q(static_cast<size_t>(sh.H * sh.d_k)), k(static_cast<size_t>(sh.T * sh.H_kv * sh.d_k)),
+        v(static_cast<size_t>(sh.T * sh.H_kv * sh.d_v));
+    for (float& x : q) x = nd(rng);
+    for (float& x : k) x = nd(rng);
+    for (float& x : v) x = nd(rng);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(sh.d_k));
+    std::vector<double> want(static_cast<size_t>(sh.H * sh.d_v), 0.0);
+    for (index_t h = 0; h < sh.H; ++h) {
+      const index_t g = h / G;
+      std::vector<double> sc(static_cast<size_t>(sh.T));
+      double mx = -INFINITY, sum = 0.0;
+      for (index_t t = 0; t < sh.T; ++t) {
+        double dot_qk = 0.0;
+        for (index_t c = 0; c < sh.d_k; ++c)
+          dot_qk += double{q[h * sh.d_k + c]} * k[(t * sh.H_kv + g) * sh.d_k + c];
+        sc[t] = dot_qk * scale;
+        mx = std::max(mx, sc[t]);
+      }
+      for (index_t t = 0; t < sh.T; ++t) sum += (sc[t] = std::exp(sc[t] - mx));
+      for (index_t t = 0; t < sh.T; ++t)
+        for (index_t c = 0; c < sh.d_v; ++c) want[h * sh.d_v + c] += sc[t] / sum * v[(t * sh.H_kv + g) * sh.d_v + c];
+    }
+    for (const auto path : {decode::AttendPath::rows, decode::AttendPath::lanes}) {
+      const ForcePath force(path);
+      std::vector<float> out(static_cast<size_t>(sh.H * sh.d_v));
+      ThreadPool pool(2);
+      dense_decode_step(q.data(), k.data(), v.data(), sh.T, sh.H, sh.H_kv, sh.d_k, sh.d_v, 0.0, out.data(), pool);
+      EXPECT_LT(relative_error(out.data(), want.data(), sh.H * sh.d_v), kTol)
+          << "H=" << sh.H << " H_kv=" << sh.H_kv << " d=" << sh.d_k << " T=" << sh.T
+          << (path == decode::AttendPath::lanes ? " lanes" : " rows");
     }
   }
 }

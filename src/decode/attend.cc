@@ -19,6 +19,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "decode/attend.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/cache_control.h"
 #include "hwy/highway.h"
 #include "cpu/attention_tile-inl.h"
 #include "decode/kernels.h"
@@ -51,6 +52,17 @@ inline void ExpRow(float* row, index_t n, float& m, float& l) {
   l = sum;
 }
 
+// Software prefetch of rows [r0, r1) of a segment's keys (values): rows `ld` elements
+// apart, `dim` used. A [T, H_kv, d] cache puts one kv head's rows a page apart at d = 128,
+// H_kv = 8, where the hardware prefetchers stop; the next chunk is fetched while this one
+// is computed.
+template <class E>
+inline void PrefetchRows(const E* base, index_t ld, index_t r0, index_t r1, index_t dim) {
+  constexpr index_t kLine = 64 / sizeof(E);
+  for (index_t r = r0; r < r1; ++r)
+    for (index_t c = 0; c < dim; c += kLine) hwy::Prefetch(base + r * ld + c);
+}
+
 template <class E>  // stored element: float or bf16 (widened as read)
 void AttendSegments(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
                     const decode::Segment* segs, index_t nsegs, float* m, float* l, float* acc,
@@ -65,7 +77,9 @@ void AttendSegments(const float* q, float scale, index_t group, index_t d_k, ind
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
-      TransposeTile(static_cast<const E*>(segs[s].k), d_k, c0, cn, d_k, kt.data());
+      PrefetchRows(static_cast<const E*>(segs[s].k), segs[s].ldk(d_k), c0 + cn,
+                   std::min(segs[s].count, c0 + cn + kKeyTile), d_k);
+      TransposeTile(static_cast<const E*>(segs[s].k), segs[s].ldk(d_k), c0, cn, d_k, kt.data());
       ScoresFromTransposed(qs.data(), group, d_k, kt.data(), 0, cn, nullptr, nullptr, S.data());
       for (index_t g = 0; g < group; ++g)
         std::copy(S.data() + g * kKeyTile, S.data() + g * kKeyTile + cn, probs + g * n + col + c0);
@@ -76,8 +90,10 @@ void AttendSegments(const float* q, float scale, index_t group, index_t d_k, ind
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
-      RowsTimesValues(probs + col + c0, n, group, cn, static_cast<const E*>(segs[s].v) + c0 * d_v, d_v,
-                      d_v, acc, d_v);
+      const index_t ldv = segs[s].ldv(d_v);
+      PrefetchRows(static_cast<const E*>(segs[s].v), ldv, c0 + cn, std::min(segs[s].count, c0 + cn + kKeyTile), d_v);
+      RowsTimesValues(probs + col + c0, n, group, cn, static_cast<const E*>(segs[s].v) + c0 * ldv, ldv, d_v, acc,
+                      d_v);
     }
 }
 
@@ -108,7 +124,9 @@ NSA_CPU_BF16_DOT_ATTR void AttendSegmentPairs(const float* q, float scale, index
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
-      TransposePairs(static_cast<const bf16*>(segs[s].k), d_k, c0, cn, d_k, kt.data());
+      PrefetchRows(static_cast<const bf16*>(segs[s].k), segs[s].ldk(d_k), c0 + cn,
+                   std::min(segs[s].count, c0 + cn + kKeyTile), d_k);
+      TransposePairs(static_cast<const bf16*>(segs[s].k), segs[s].ldk(d_k), c0, cn, d_k, kt.data());
       PairsProduct<false>(qp.data(), np, group, np, kt.data(), kKeyTile, (cn + 15) / 16 * 16, scale, S.data(),
                           kKeyTile);
       for (index_t g = 0; g < group; ++g)
@@ -119,7 +137,9 @@ NSA_CPU_BF16_DOT_ATTR void AttendSegmentPairs(const float* q, float scale, index
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s)
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kKeyTile) {
       const index_t cn = std::min(kKeyTile, segs[s].count - c0);
-      RowsTimesValuePairs(probs + col + c0, n, group, cn, static_cast<const bf16*>(segs[s].v) + c0 * d_v, d_v,
+      const index_t ldv = segs[s].ldv(d_v);
+      PrefetchRows(static_cast<const bf16*>(segs[s].v), ldv, c0 + cn, std::min(segs[s].count, c0 + cn + kKeyTile), d_v);
+      RowsTimesValuePairs(probs + col + c0, n, group, cn, static_cast<const bf16*>(segs[s].v) + c0 * ldv, ldv,
                           d_v, acc, d_v, vt.data(), pp.data());
     }
 }

@@ -44,12 +44,14 @@ constexpr index_t kPrefetchKeys = 64;
 class Ahead {
  public:
   Ahead(const decode::Segment* segs, index_t nsegs, bool values) : segs_(segs), nsegs_(nsegs), values_(values) {}
-  // Row `key` of the concatenated segments (rows of dim elements of E), null past the end.
+  // Row `key` of the concatenated segments (rows of dim elements of E, at the segment's
+  // stride), null past the end.
   template <class E>
   const E* row(index_t key, index_t dim) {
     while (s_ < nsegs_ && key >= base_ + segs_[s_].count) base_ += segs_[s_++].count;
     if (s_ >= nsegs_) return nullptr;
-    return static_cast<const E*>(values_ ? segs_[s_].v : segs_[s_].k) + (key - base_) * dim;
+    const decode::Segment& seg = segs_[s_];
+    return static_cast<const E*>(values_ ? seg.v : seg.k) + (key - base_) * (values_ ? seg.ldv(dim) : seg.ldk(dim));
   }
 
  private:
@@ -60,18 +62,18 @@ class Ahead {
 };
 constexpr int kCols = HWY_MAX_BYTES >= 64 ? 16 : 8;  // value columns per P V block
 
-// ST [cn, NL] = scores of keys k[0 .. cn) (rows of d_k elements; bf16 widened) against
-// qT [d_k, NL]. A short last block re-reads the last key (clamped), drops the duplicates.
+// ST [cn, NL] = scores of keys k[0 .. cn) (rows of d_k elements, ldk apart; bf16 widened)
+// against qT [d_k, NL]. A short last block re-reads the last key (clamped), drops the duplicates.
 // Key j is key0 + j of the concatenated segments: rows kPrefetchKeys further are prefetched.
 template <class D, class E>
-HWY_INLINE void LaneScores(D d, const E* k, index_t cn, index_t d_k, const float* qT, float* ST, Ahead& ahead,
-                           index_t key0) {
+HWY_INLINE void LaneScores(D d, const E* k, index_t ldk, index_t cn, index_t d_k, const float* qT, float* ST,
+                           Ahead& ahead, index_t key0) {
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   for (index_t j0 = 0; j0 < cn; j0 += kKeys) {
     const E* kr[kKeys];
     const E* pf[kKeys];
     for (int x = 0; x < kKeys; ++x) {
-      kr[x] = k + std::min<index_t>(j0 + x, cn - 1) * d_k;
+      kr[x] = k + std::min<index_t>(j0 + x, cn - 1) * ldk;
       pf[x] = ahead.row<E>(key0 + j0 + x + kPrefetchKeys, d_k);
       if (pf[x] == nullptr) pf[x] = kr[x];  // past the end: a row already in cache
     }
@@ -113,15 +115,15 @@ HWY_INLINE void LaneSoftmax(D d, float* ST, index_t cn, hn::Vec<D>& m, hn::Vec<D
 // loaded once for the CB columns. E = bf16 widens each broadcast element (two per load).
 // pf: rows to prefetch (for the first column block only), one per key, may be null.
 template <int CB, class D, class E>
-HWY_INLINE void LaneValues(D d, const float* P, index_t cn, const E* v, index_t d_v, index_t c0, float* accT,
-                           const E* const* pf) {
+HWY_INLINE void LaneValues(D d, const float* P, index_t cn, const E* v, index_t ldv, index_t d_v, index_t c0,
+                           float* accT, const E* const* pf) {
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   hn::Vec<D> a[CB];
 #pragma GCC unroll 16
   for (int y = 0; y < CB; ++y) a[y] = hn::LoadU(d, accT + (c0 + y) * NL);
   for (index_t j = 0; j < cn; ++j) {
     const auto pv = hn::LoadU(d, P + j * NL);
-    const E* vr = v + j * d_v + c0;
+    const E* vr = v + j * ldv + c0;
     if (pf != nullptr && pf[j] != nullptr)
       for (index_t c = 0; c < d_v; c += 64 / static_cast<index_t>(sizeof(E))) hwy::Prefetch(pf[j] + c);
     if constexpr (std::is_same_v<E, bf16> && CB % 2 == 0) {
@@ -146,24 +148,26 @@ HWY_INLINE void LaneValues(D d, const float* P, index_t cn, const E* v, index_t 
   for (int y = 0; y < CB; ++y) hn::StoreU(a[y], d, accT + (c0 + y) * NL);
 }
 
-// All d_v columns; value j is key0 + j of the concatenated segments (prefetch as LaneScores).
+// All d_v columns of values ldv apart; value j is key0 + j of the concatenated segments
+// (prefetch as LaneScores).
 template <class D, class E>
-HWY_INLINE void LaneValuesAll(D d, const float* P, index_t cn, const E* v, index_t d_v, float* accT,
+HWY_INLINE void LaneValuesAll(D d, const float* P, index_t cn, const E* v, index_t ldv, index_t d_v, float* accT,
                               Ahead& ahead, index_t key0) {
   const E* pf[kChunk];
   for (index_t j = 0; j < cn; ++j) pf[j] = ahead.row<E>(key0 + j + kPrefetchKeys, d_v);
   index_t c = 0;
   const E* const* first = pf;  // the whole rows are prefetched during the first block
-  for (; c + kCols <= d_v; c += kCols, first = nullptr) LaneValues<kCols>(d, P, cn, v, d_v, c, accT, first);
-  for (; c + 4 <= d_v; c += 4, first = nullptr) LaneValues<4>(d, P, cn, v, d_v, c, accT, first);
-  for (; c < d_v; ++c, first = nullptr) LaneValues<1>(d, P, cn, v, d_v, c, accT, first);
+  for (; c + kCols <= d_v; c += kCols, first = nullptr) LaneValues<kCols>(d, P, cn, v, ldv, d_v, c, accT, first);
+  for (; c + 4 <= d_v; c += 4, first = nullptr) LaneValues<4>(d, P, cn, v, ldv, d_v, c, accT, first);
+  for (; c < d_v; ++c, first = nullptr) LaneValues<1>(d, P, cn, v, ldv, d_v, c, accT, first);
 }
 
 #if NSA_CPU_BF16_DOT
 // LaneScores over bf16 keys with vdpbf16ps: qTp [ceil(d_k/2), 16] the heads' bf16 query
 // pairs, each 32-bit pair of a key row broadcast against them (an odd d_k's last element
 // in fp32 against q_last [16]); times scale.
-NSA_CPU_BF16_DOT_ATTR inline void LaneScorePairs(const bf16* k, index_t cn, index_t d_k, const std::uint32_t* qTp,
+NSA_CPU_BF16_DOT_ATTR inline void LaneScorePairs(const bf16* k, index_t ldk, index_t cn, index_t d_k,
+                                                 const std::uint32_t* qTp,
                                                  const float* q_last, float scale, float* ST, Ahead& ahead,
                                                  index_t key0) {
   const index_t whole = d_k / 2;
@@ -172,7 +176,7 @@ NSA_CPU_BF16_DOT_ATTR inline void LaneScorePairs(const bf16* k, index_t cn, inde
     const bf16* kr[kKeys];
     const bf16* pf[kKeys];
     for (int x = 0; x < kKeys; ++x) {
-      kr[x] = k + std::min<index_t>(j0 + x, cn - 1) * d_k;
+      kr[x] = k + std::min<index_t>(j0 + x, cn - 1) * ldk;
       pf[x] = ahead.row<bf16>(key0 + j0 + x + kPrefetchKeys, d_k);
       if (pf[x] == nullptr) pf[x] = kr[x];
     }
@@ -259,20 +263,21 @@ void AttendHeadBlock(const float* q, float scale, index_t group, index_t h0, ind
   for (index_t s = 0, col = 0; s < nsegs; col += segs[s].count, ++s) {
     const E* k = static_cast<const E*>(segs[s].k);
     const E* v = static_cast<const E*>(segs[s].v);
+    const index_t ldk = segs[s].ldk(d_k), ldv = segs[s].ldv(d_v);
     for (index_t c0 = 0; c0 < segs[s].count; c0 += kChunk) {
       const index_t cn = std::min(kChunk, segs[s].count - c0);
 #if NSA_CPU_BF16_DOT
       if constexpr (std::is_same_v<E, bf16>) {
         if (pairs) {
-          LaneScorePairs(k + c0 * d_k, cn, d_k, qTp.data(), q_last.data(), scale, ST.data(), ahead_k, col + c0);
+          LaneScorePairs(k + c0 * ldk, ldk, cn, d_k, qTp.data(), q_last.data(), scale, ST.data(), ahead_k, col + c0);
         } else {
-          LaneScores(d, k + c0 * d_k, cn, d_k, qT.data(), ST.data(), ahead_k, col + c0);
+          LaneScores(d, k + c0 * ldk, ldk, cn, d_k, qT.data(), ST.data(), ahead_k, col + c0);
         }
       } else {
-        LaneScores(d, k + c0 * d_k, cn, d_k, qT.data(), ST.data(), ahead_k, col + c0);
+        LaneScores(d, k + c0 * ldk, ldk, cn, d_k, qT.data(), ST.data(), ahead_k, col + c0);
       }
 #else
-      LaneScores(d, k + c0 * d_k, cn, d_k, qT.data(), ST.data(), ahead_k, col + c0);
+      LaneScores(d, k + c0 * ldk, ldk, cn, d_k, qT.data(), ST.data(), ahead_k, col + c0);
 #endif
       LaneSoftmax(d, ST.data(), cn, vm, vl, accT.data(), d_v);
       if (probs != nullptr) {  // p relative to this chunk's max; rescaled at the end
@@ -280,7 +285,7 @@ void AttendHeadBlock(const float* q, float scale, index_t group, index_t h0, ind
         chunk_m.resize(chunk_m.size() + NL);
         hn::StoreU(vm, d, chunk_m.data() + chunk_m.size() - NL);
       }
-      LaneValuesAll(d, ST.data(), cn, v + c0 * d_v, d_v, accT.data(), ahead_v, col + c0);
+      LaneValuesAll(d, ST.data(), cn, v + c0 * ldv, ldv, d_v, accT.data(), ahead_v, col + c0);
     }
   }
   float mv[64], lv[64];  // >= NL on every target

@@ -67,7 +67,7 @@ void compress_block(const DecodeCache::State& st, const DecodeSequence& q, index
 namespace {
 
 // Keys [k0, k1) of the branch's key list (in order) as key ranges; rows of d_k (d_v)
-// elements of elem_bytes bytes.
+// elements of elem_bytes bytes, at each segment's stride.
 void slice(const std::vector<Segment>& segs, index_t k0, index_t k1, std::vector<Segment>& out,
            index_t d_k, index_t d_v, index_t elem_bytes) {
   out.clear();
@@ -75,8 +75,9 @@ void slice(const std::vector<Segment>& segs, index_t k0, index_t k1, std::vector
   for (const Segment& seg : segs) {
     const index_t lo = std::max(k0, base), hi = std::min(k1, base + seg.count);
     if (lo < hi)
-      out.push_back({static_cast<const std::byte*>(seg.k) + (lo - base) * d_k * elem_bytes,
-                     static_cast<const std::byte*>(seg.v) + (lo - base) * d_v * elem_bytes, hi - lo});
+      out.push_back({static_cast<const std::byte*>(seg.k) + (lo - base) * seg.ldk(d_k) * elem_bytes,
+                     static_cast<const std::byte*>(seg.v) + (lo - base) * seg.ldv(d_v) * elem_bytes, hi - lo,
+                     seg.k_stride, seg.v_stride});
     base += seg.count;
   }
 }

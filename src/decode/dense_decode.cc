@@ -39,21 +39,16 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
   pool.parallel_tasks(tasks, [&](std::int64_t task, int) {
     const index_t h = task / splits, sp = task % splits;
     const index_t t0 = sp * per_split, t1 = std::min(tokens, t0 + per_split);
-    // The cache is [T, H_kv, d_k]: with H_kv = 1 one contiguous range, else row by row.
-    std::vector<decode::Segment> segs;
-    if (kv_heads == 1) {
-      segs.push_back({k + t0 * d_k, v + t0 * d_v, t1 - t0});
-    } else {
-      for (index_t t = t0; t < t1; ++t)
-        segs.push_back({k + (t * kv_heads + h) * d_k, v + (t * kv_heads + h) * d_v, 1});
-    }
+    // The cache is [T, H_kv, d]: kv head h's keys are one segment of stride H_kv d.
+    const decode::Segment seg{k + (t0 * kv_heads + h) * d_k, v + (t0 * kv_heads + h) * d_v, t1 - t0,
+                              kv_heads * d_k, kv_heads * d_v};
     decode::Partial& pt = parts[static_cast<size_t>(h)][static_cast<size_t>(sp)];
     pt.keys = std::max<index_t>(0, t1 - t0);
     pt.m.resize(static_cast<size_t>(G));
     pt.l.resize(static_cast<size_t>(G));
     pt.acc.resize(static_cast<size_t>(G * d_v));
-    decode::attend_partial(q + h * G * d_k, s, G, d_k, d_v, storage, segs.data(), static_cast<index_t>(segs.size()),
-                           pt.m.data(), pt.l.data(), pt.acc.data(), nullptr);
+    decode::attend_partial(q + h * G * d_k, s, G, d_k, d_v, storage, &seg, 1, pt.m.data(), pt.l.data(),
+                           pt.acc.data(), nullptr);
   });
   for (index_t h = 0; h < kv_heads; ++h)
     decode::merge_partials(parts[static_cast<size_t>(h)], G, d_v, out + h * G * d_v, nullptr);

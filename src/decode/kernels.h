@@ -17,12 +17,19 @@ float dot(const float* a, const float* b, index_t n);
 // Bytes of one stored element.
 inline index_t element_bytes(CacheStorage storage) { return storage == CacheStorage::bf16 ? 2 : 4; }
 
-// Contiguous rows in the cache's storage type (float or bf16, said by the caller): keys
-// [count, d_k] at k, values [count, d_v] at v.
+// Rows in the cache's storage type (float or bf16, said by the caller): `count` keys of
+// d_k elements from k, one every ldk(d_k) elements, and values of d_v from v, one every
+// ldv(d_v). The decode cache's rows are contiguous (stride 0: the row length); a
+// [T, H_kv, d] cache such as dense_decode_step's has stride H_kv d, so one kv head's keys
+// are one segment however many kv heads there are.
 struct Segment {
   const void* k = nullptr;
   const void* v = nullptr;
   index_t count = 0;
+  index_t k_stride = 0;  // elements from one key row to the next; 0: d_k
+  index_t v_stride = 0;  // elements from one value row to the next; 0: d_v
+  index_t ldk(index_t d_k) const { return k_stride ? k_stride : d_k; }
+  index_t ldv(index_t d_v) const { return v_stride ? v_stride : d_v; }
 };
 
 // The unnormalised form (flash attention's state) of the G rows q [G, d_k] (fp32, not yet

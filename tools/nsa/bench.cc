@@ -71,6 +71,19 @@
 namespace nsa::cli {
 namespace {
 
+// Attention shapes of released models, for --shape: H, H_kv, d_k = d_v.
+struct ShapePreset {
+  const char* name;
+  index_t heads, kv_heads, d_k, d_v;
+};
+constexpr ShapePreset kShapes[] = {
+    {"paper", 16, 1, 192, 128},       // the NSA paper's (GQA 16 on 1, d_k 192, d_v 128)
+    {"llama3-8b", 32, 8, 128, 128},   // Llama 3 8B
+    {"llama3-70b", 64, 8, 128, 128},  // Llama 3 70B
+    {"qwen2.5-7b", 28, 4, 128, 128},  // Qwen2.5 7B
+    {"mha", 16, 16, 64, 64},          // multi-head attention, no grouping
+};
+
 struct BenchOptions {
   std::vector<index_t> tokens{16384};
   bool paper = false;
@@ -589,6 +602,11 @@ Command add_bench_command(CLI::App& app) {
       "the measured FMA peak, beside the paper's speed-ups");
   sub->add_option("--tokens", options->tokens, "sequence lengths T (default 16384)")->delimiter(',');
   sub->add_flag("--paper", options->paper, "T = 8192,16384,32768,65536 (the paper's Figure 6 / Table 4)");
+  std::string shape_names;
+  for (const ShapePreset& s : kShapes) shape_names += std::string(shape_names.empty() ? "" : ", ") + s.name;
+  auto shape = std::make_shared<std::string>();
+  sub->add_option("--shape", *shape,
+                  "a model's attention shape instead of --heads/--kv-heads/--dk/--dv: " + shape_names);
   sub->add_option("--heads", options->heads, "query heads H")->capture_default_str();
   sub->add_option("--kv-heads", options->kv_heads, "key/value heads H_kv")->capture_default_str();
   sub->add_option("--dk", options->d_k, "d_k")->capture_default_str();
@@ -607,8 +625,20 @@ Command add_bench_command(CLI::App& app) {
   sub->add_option("--plot", options->plot,
                   "draw the speed-up vs T of every phase, beside the paper's, as a PNG chart to FILE")
       ->type_name("FILE.png");
-  return {sub, [options, sub] {
+  return {sub, [options, sub, shape] {
             BenchOptions o = *options;
+            if (!shape->empty()) {
+              for (const char* flag : {"--heads", "--kv-heads", "--dk", "--dv"})
+                if (sub->count(flag)) throw Error(std::string("bench: give --shape or ") + flag + ", not both");
+              const ShapePreset* found = nullptr;
+              for (const ShapePreset& s : kShapes)
+                if (*shape == s.name) found = &s;
+              if (!found) throw Error("bench: unknown --shape '" + *shape + "'");
+              o.heads = found->heads;
+              o.kv_heads = found->kv_heads;
+              o.d_k = found->d_k;
+              o.d_v = found->d_v;
+            }
             if (o.paper && sub->count("--phases") == 0) o.phases = {"forward", "backward", "decode"};
             return run_bench(o);
           }};
