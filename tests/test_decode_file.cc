@@ -11,6 +11,7 @@
 #include <random>
 #include <string>
 
+#include "decode/cache_state.h"
 #include "nsa/decode.h"
 #include "nsa/error.h"
 #include "nsa/thread_pool.h"
@@ -208,6 +209,36 @@ TEST_F(DecodeFile, CorruptedTruncatedAndMissingFilesAreRejected) {
   // The good file still loads.
   target.load(path("good.nsa"));
   EXPECT_EQ(snapshot(target, path("target.nsa")), good);
+}
+
+// Hostile files with a valid checksum (what fuzzing found): a config field that only
+// equals this cache's after a cast to int (block_len = 2^32 + l), and a negative sequence
+// length, which must be called what it is.
+TEST_F(DecodeFile, HostileHeaderFieldsAreRefusedByName) {
+  const Layer layer(small_options(), small_shape());
+  ThreadPool pool(1);
+  DecodeCache source = layer.make();
+  std::mt19937_64 rng(3);
+  std::vector<float> outs;
+  run_steps(source, rng, 0, 30, pool, outs);
+  const std::vector<char> good = snapshot(source, path("good.nsa"));
+  DecodeCache target = layer.make();
+  const std::vector<char> before = snapshot(target, path("target.nsa"));
+  std::uint64_t hsize;
+  std::memcpy(&hsize, good.data() + 16, 8);
+  auto patched = [&](std::size_t at, std::int64_t value) {
+    std::vector<char> b = good;
+    std::memcpy(b.data() + at, &value, 8);
+    const std::uint64_t sum = fnv1a64(b.data(), hsize - 8);  // a checksum that matches again
+    std::memcpy(b.data() + hsize - 8, &sum, 8);
+    return b;
+  };
+  const std::size_t block_len_at = 24, positions_at = 24 + 8 * 10 + 8 * 8 + 8;
+  write_file(path("bad.nsa"), patched(block_len_at, (std::int64_t{1} << 32) + small_options().block_len));
+  expect_rejected(target, path("bad.nsa"), "written for another configuration: file has l=4294967304", before,
+                  path("target.nsa"));
+  write_file(path("bad.nsa"), patched(positions_at, -5));
+  expect_rejected(target, path("bad.nsa"), "negative token count -5", before, path("target.nsa"));
 }
 
 TEST_F(DecodeFile, MismatchedFilesAreRejected) {

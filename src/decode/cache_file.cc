@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -122,12 +123,19 @@ std::uint64_t payload_bytes(const DecodeCache::State& st, index_t pos) {
           static_cast<std::uint64_t>(ncmp) * (st.shape.d_k + st.shape.d_v));
 }
 
-std::string describe_options(const ConfigOptions& o) {
-  return "l=" + std::to_string(o.block_len) + " d=" + std::to_string(o.stride) + " l'=" +
-         std::to_string(o.sel_block) + " n=" + std::to_string(o.top_n) + " n_init=" +
-         std::to_string(o.n_init) + " n_local=" + std::to_string(o.n_local) + " w=" +
-         std::to_string(o.window) + " phi=" + std::to_string(static_cast<int>(o.phi)) +
-         " phi_hidden=" + std::to_string(o.phi_hidden) + " scale=" + std::to_string(o.scale);
+// The config's integer fields in file order: block_len, stride, sel_block, top_n, n_init,
+// n_local, window, phi, phi_hidden (then the double scale).
+constexpr int kConfigInts = 9;
+std::array<std::int64_t, kConfigInts> config_ints(const ConfigOptions& o) {
+  return {o.block_len, o.stride, o.sel_block, o.top_n, o.n_init, o.n_local, o.window, static_cast<std::int64_t>(o.phi),
+          o.phi_hidden};
+}
+
+std::string describe_options(const std::array<std::int64_t, kConfigInts>& x, double scale) {
+  return "l=" + std::to_string(x[0]) + " d=" + std::to_string(x[1]) + " l'=" + std::to_string(x[2]) +
+         " n=" + std::to_string(x[3]) + " n_init=" + std::to_string(x[4]) + " n_local=" + std::to_string(x[5]) +
+         " w=" + std::to_string(x[6]) + " phi=" + std::to_string(x[7]) + " phi_hidden=" + std::to_string(x[8]) +
+         " scale=" + std::to_string(scale);
 }
 
 std::string describe_shape(const DecodeShape& s) {
@@ -254,17 +262,11 @@ void DecodeCache::load(const std::string& path) {
   // Config, shape, weights: must be those of this cache.
   Reader r{header.data(), header.size(), kPrefix};
   FileMeta m;
-  ConfigOptions& o = m.options;
-  o.block_len = static_cast<int>(r.get<std::int64_t>());
-  o.stride = static_cast<int>(r.get<std::int64_t>());
-  o.sel_block = static_cast<int>(r.get<std::int64_t>());
-  o.top_n = static_cast<int>(r.get<std::int64_t>());
-  o.n_init = static_cast<int>(r.get<std::int64_t>());
-  o.n_local = static_cast<int>(r.get<std::int64_t>());
-  o.window = static_cast<int>(r.get<std::int64_t>());
-  o.phi = static_cast<PhiKind>(r.get<std::int64_t>());
-  o.phi_hidden = static_cast<int>(r.get<std::int64_t>());
-  o.scale = r.get<double>();
+  // The config's fields are compared as the int64 they are stored as: a cast to int first
+  // would read block_len = 2^32 + 8 as 8.
+  std::array<std::int64_t, kConfigInts> file_ints{};
+  for (std::int64_t& x : file_ints) x = r.get<std::int64_t>();
+  const double file_scale = r.get<double>();
   DecodeShape& s = m.shape;
   s.heads = r.get<std::int64_t>();
   s.kv_heads = r.get<std::int64_t>();
@@ -279,11 +281,10 @@ void DecodeCache::load(const std::string& path) {
   if (s.max_seqs <= 0 || header_size(s.max_seqs) != hsize) fail("corrupted: header size does not match its sequence count");
 
   const ConfigOptions& mine = st.config.options();
-  if (o.block_len != mine.block_len || o.stride != mine.stride || o.sel_block != mine.sel_block ||
-      o.top_n != mine.top_n || o.n_init != mine.n_init || o.n_local != mine.n_local ||
-      o.window != mine.window || o.phi != mine.phi || o.phi_hidden != mine.phi_hidden || o.scale != mine.scale)
-    fail("written for another configuration: file has " + describe_options(o) + ", this cache has " +
-         describe_options(mine));
+  if (file_ints != config_ints(mine) || file_scale != mine.scale)
+    fail("written for another configuration: file has " + describe_options(file_ints, file_scale) +
+         ", this cache has " + describe_options(config_ints(mine), mine.scale));
+  m.options = mine;  // equal field by field
   if (s.heads != st.shape.heads || s.kv_heads != st.shape.kv_heads || s.d_k != st.shape.d_k ||
       s.d_v != st.shape.d_v || s.shared_kv != st.shape.shared_kv)
     fail("written for another shape: file has " + describe_shape(s) + ", this cache has " +
@@ -302,7 +303,8 @@ void DecodeCache::load(const std::string& path) {
   std::uint64_t expect = 0;
   for (index_t i = 0; i < s.max_seqs; ++i) {
     const index_t pos = r.get<std::int64_t>();
-    if (pos < 0 || (st.shape.max_tokens > 0 && pos > st.shape.max_tokens) || pos > (index_t{1} << 40))
+    if (pos < 0) fail("corrupted: sequence " + std::to_string(i) + " holds a negative token count " + std::to_string(pos));
+    if ((st.shape.max_tokens > 0 && pos > st.shape.max_tokens) || pos > (index_t{1} << 40))
       fail("sequence " + std::to_string(i) + " holds " + std::to_string(pos) +
            " tokens, more than this cache's max_tokens = " + std::to_string(st.shape.max_tokens));
     m.positions.push_back(pos);

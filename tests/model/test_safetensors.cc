@@ -372,6 +372,8 @@ TEST_F(Safetensors, InvalidFilesNameTheProblem) {
        raw_file("{\"t\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8],\"x\":1}}", eight),
        {"tensor 't'", "unknown field 'x'"}},
       {"entry not an object", raw_file("{\"t\":[1]}", eight), {"tensor 't'", "not a JSON object"}},
+      {"empty tensor name", raw_file("{\"\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}", eight),
+       {"empty name", "could not be saved again"}},
       {"duplicate name",
        raw_file("{\"t\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
                 "\"t\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]}}",

@@ -302,6 +302,7 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
       continue;
     }
     const std::string tensor = "tensor '" + name + "': ";
+    if (name.empty()) throw bad("a tensor has an empty name (the writer refuses one, so the file could not be saved again)");
     if (v.kind != json::Value::Kind::object) throw bad(tensor + "entry is not a JSON object");
     const json::Value* dtype = nullptr;
     const json::Value* shape = nullptr;
