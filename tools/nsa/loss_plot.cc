@@ -74,19 +74,13 @@ plot::Series trailing_mean(const std::vector<double>& x, const std::vector<doubl
   return s;
 }
 
-}  // namespace
-
-void write_passkey_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path,
-                             const std::string& title) {
-  plot::LineChart chart;
-  chart.title = title;
-  chart.subtitle = "loss on the passkey's digits (mean of 10 passkey steps); chance = ln 10 = 2.30";
+// One series per curve: the mean of 10 points of (curve.*x, curve.*y), a step chart.
+void write_step_mean_plot(const std::vector<LossCurve>& curves, const std::string& png_path, plot::LineChart chart,
+                          std::vector<double> LossCurve::*x, std::vector<double> LossCurve::*y) {
   chart.x_label = "step";
-  chart.y_label = "passkey loss (nats per digit)";
   chart.y_include_zero = true;
-  chart.rules.push_back({std::log(10.0), "chance"});
   for (std::size_t i = 0; i < curves.size(); ++i) {
-    plot::Series s = trailing_mean(curves[i].needle_step, curves[i].needle, 10);
+    plot::Series s = trailing_mean(curves[i].*x, curves[i].*y, 10);
     s.name = curves[i].label;
     s.color = plot::palette(static_cast<int>(i));
     chart.series.push_back(std::move(s));
@@ -94,20 +88,24 @@ void write_passkey_loss_plot(const std::vector<LossCurve>& curves, const std::st
   plot::write_png(png_path, plot::render_line_chart(chart));
 }
 
+}  // namespace
+
+void write_passkey_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path,
+                             const std::string& title) {
+  plot::LineChart chart;
+  chart.title = title;
+  chart.subtitle = "loss on the passkey's digits (mean of 10 passkey steps); chance = ln 10 = 2.30";
+  chart.y_label = "passkey loss (nats per digit)";
+  chart.rules.push_back({std::log(10.0), "chance"});
+  write_step_mean_plot(curves, png_path, chart, &LossCurve::needle_step, &LossCurve::needle);
+}
+
 void write_recall_plot(const std::vector<LossCurve>& curves, const std::string& png_path, const std::string& title) {
   plot::LineChart chart;
   chart.title = title;
-  chart.subtitle = "answer accuracy of the recall steps' batches (mean of 10 steps), teacher-forced argmax";
-  chart.x_label = "step";
+  chart.subtitle = "answers right on recall steps (mean of 10 steps)";
   chart.y_label = "answer accuracy";
-  chart.y_include_zero = true;
-  for (std::size_t i = 0; i < curves.size(); ++i) {
-    plot::Series s = trailing_mean(curves[i].recall_step, curves[i].recall, 10);
-    s.name = curves[i].label;
-    s.color = plot::palette(static_cast<int>(i));
-    chart.series.push_back(std::move(s));
-  }
-  plot::write_png(png_path, plot::render_line_chart(chart));
+  write_step_mean_plot(curves, png_path, chart, &LossCurve::recall_step, &LossCurve::recall);
 }
 
 void write_loss_plot(const std::vector<LossCurve>& curves, const std::string& png_path, const std::string& title) {
