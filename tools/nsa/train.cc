@@ -219,6 +219,9 @@ Command add_train_command(CLI::App& app) {
   CLI::App* sub = app.add_subcommand(
       "train", "Train a small byte-level NSA (or full / window) language model on a text file; writes a "
                "checkpoint, loss.csv and loss.png into --out");
+  // A later --flag VALUE overrides an earlier one (scripts append a run's own options to
+  // shared ones).
+  sub->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   add_model_options(sub, &o->config, &o->attention, &o->phi);
   model::TrainOptions& t = o->train;
   sub->add_option("--data", o->data, "training text (scripts/setup writes the King James Bible here)")
