@@ -78,6 +78,11 @@ Batch Trainer::next_batch(const Corpus& corpus, Task* task) {
   Batch batch;
   batch.batch = o.batch;
   batch.seq = o.seq;
+  // A recall example (needle or MQAR) as the next row: its tokens and answer-only targets.
+  const auto append_row = [&batch](const auto& ex) {
+    batch.tokens.insert(batch.tokens.end(), ex.tokens.begin(), ex.tokens.end());
+    batch.targets.insert(batch.targets.end(), ex.targets.begin(), ex.targets.end());
+  };
   switch (*task) {
     case Task::text: return sample_batch(corpus.train(), o.batch, o.seq, data_rng_);
     case Task::needle:
@@ -86,22 +91,18 @@ Batch Trainer::next_batch(const Corpus& corpus, Task* task) {
         NeedleOptions options;
         options.context = o.seq;
         options.depth = data_rng_.uniform();
-        const NeedleExample ex = make_needle(corpus.train(), options, data_rng_);
-        batch.tokens.insert(batch.tokens.end(), ex.tokens.begin(), ex.tokens.end());
-        batch.targets.insert(batch.targets.end(), ex.targets.begin(), ex.targets.end());
+        append_row(make_needle(corpus.train(), options, data_rng_));
       }
       return batch;
     case Task::mqar:
       // Every row an MQAR example with its pairs at a random depth (so answer distances
-      // range from 2P to the whole context), filler from the training text.
+      // range from 1 to nearly the whole context), filler from the training text.
       for (std::int64_t row = 0; row < o.batch; ++row) {
         MqarOptions options;
         options.context = o.seq;
         options.pairs = o.mqar_pairs;
         options.depth = data_rng_.uniform();
-        const MqarExample ex = make_mqar(&corpus.train(), options, data_rng_);
-        batch.tokens.insert(batch.tokens.end(), ex.tokens.begin(), ex.tokens.end());
-        batch.targets.insert(batch.targets.end(), ex.targets.begin(), ex.targets.end());
+        append_row(make_mqar(&corpus.train(), options, data_rng_));
       }
       return batch;
   }
