@@ -362,49 +362,83 @@ TEST(Decode, DenseDecodeStepMatchesReference) {
   }
 }
 
+// The float64 softmax attention of H query rows q [H, d_k] against a [T, H_kv, d] cache:
+// out [H, d_v]. (The reference's dense forward is O(T^2); a decode step needs one row.)
+std::vector<double> dense_last_row(const std::vector<float>& q, const std::vector<float>& k,
+                                   const std::vector<float>& v, index_t T, index_t H, index_t H_kv, index_t d_k,
+                                   index_t d_v) {
+  const index_t G = H / H_kv;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d_k));
+  std::vector<double> want(static_cast<size_t>(H * d_v), 0.0);
+  for (index_t h = 0; h < H; ++h) {
+    const index_t g = h / G;
+    std::vector<double> sc(static_cast<size_t>(T));
+    double mx = -INFINITY, sum = 0.0;
+    for (index_t t = 0; t < T; ++t) {
+      double dot_qk = 0.0;
+      for (index_t c = 0; c < d_k; ++c) dot_qk += double{q[h * d_k + c]} * k[(t * H_kv + g) * d_k + c];
+      sc[t] = dot_qk * scale;
+      mx = std::max(mx, sc[t]);
+    }
+    for (index_t t = 0; t < T; ++t) sum += (sc[t] = std::exp(sc[t] - mx));
+    for (index_t t = 0; t < T; ++t)
+      for (index_t c = 0; c < d_v; ++c) want[h * d_v + c] += sc[t] / sum * v[(t * H_kv + g) * d_v + c];
+  }
+  return want;
+}
+
+struct RandomCache {
+  std::vector<float> q, k, v;
+  RandomCache(index_t T, index_t H, index_t H_kv, index_t d_k, index_t d_v, unsigned seed)
+      : q(static_cast<size_t>(H * d_k)), k(static_cast<size_t>(T * H_kv * d_k)), v(static_cast<size_t>(T * H_kv * d_v)) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (float& x : q) x = nd(rng);
+    for (float& x : k) x = nd(rng);
+    for (float& x : v) x = nd(rng);
+  }
+};
+
 // dense_decode_step at the shapes real models use, where the [T, H_kv, d] cache puts H_kv
-// rows between two keys of one kv head: the last row against float64 softmax attention
-// computed here (the reference's dense forward is O(T^2)), both kernels, T split across
-// workers.
+// rows between two keys of one kv head: the last row against float64 softmax attention,
+// both kernels of the H_kv = 1 schedule, T split across workers.
 TEST(Decode, DenseDecodeStepRealShapes) {
   struct Shape { index_t H, H_kv, d_k, d_v, T; };
   for (const Shape sh : {Shape{8, 8, 128, 128, 4500}, Shape{32, 8, 128, 128, 4200}, Shape{28, 4, 128, 128, 2100},
                          Shape{64, 8, 128, 128, 1500}, Shape{16, 16, 64, 64, 4100}, Shape{16, 1, 192, 128, 2100}}) {
-    const index_t G = sh.H / sh.H_kv;
-    std::mt19937 rng(static_cast<unsigned>(sh.H * 131 + sh.T));
-    std::normal_distribution<float> nd(0.0f, 1.0f);
-    std::vector<float> q(static_cast<size_t>(sh.H * sh.d_k)), k(static_cast<size_t>(sh.T * sh.H_kv * sh.d_k)),
-        v(static_cast<size_t>(sh.T * sh.H_kv * sh.d_v));
-    for (float& x : q) x = nd(rng);
-    for (float& x : k) x = nd(rng);
-    for (float& x : v) x = nd(rng);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(sh.d_k));
-    std::vector<double> want(static_cast<size_t>(sh.H * sh.d_v), 0.0);
-    for (index_t h = 0; h < sh.H; ++h) {
-      const index_t g = h / G;
-      std::vector<double> sc(static_cast<size_t>(sh.T));
-      double mx = -INFINITY, sum = 0.0;
-      for (index_t t = 0; t < sh.T; ++t) {
-        double dot_qk = 0.0;
-        for (index_t c = 0; c < sh.d_k; ++c)
-          dot_qk += double{q[h * sh.d_k + c]} * k[(t * sh.H_kv + g) * sh.d_k + c];
-        sc[t] = dot_qk * scale;
-        mx = std::max(mx, sc[t]);
-      }
-      for (index_t t = 0; t < sh.T; ++t) sum += (sc[t] = std::exp(sc[t] - mx));
-      for (index_t t = 0; t < sh.T; ++t)
-        for (index_t c = 0; c < sh.d_v; ++c) want[h * sh.d_v + c] += sc[t] / sum * v[(t * sh.H_kv + g) * sh.d_v + c];
-    }
+    const RandomCache c(sh.T, sh.H, sh.H_kv, sh.d_k, sh.d_v, static_cast<unsigned>(sh.H * 131 + sh.T));
+    const std::vector<double> want = dense_last_row(c.q, c.k, c.v, sh.T, sh.H, sh.H_kv, sh.d_k, sh.d_v);
     for (const auto path : {decode::AttendPath::rows, decode::AttendPath::lanes}) {
       const ForcePath force(path);
       std::vector<float> out(static_cast<size_t>(sh.H * sh.d_v));
       ThreadPool pool(2);
-      dense_decode_step(q.data(), k.data(), v.data(), sh.T, sh.H, sh.H_kv, sh.d_k, sh.d_v, 0.0, out.data(), pool);
+      dense_decode_step(c.q.data(), c.k.data(), c.v.data(), sh.T, sh.H, sh.H_kv, sh.d_k, sh.d_v, 0.0, out.data(),
+                        pool);
       EXPECT_LT(relative_error(out.data(), want.data(), sh.H * sh.d_v), kTol)
           << "H=" << sh.H << " H_kv=" << sh.H_kv << " d=" << sh.d_k << " T=" << sh.T
           << (path == decode::AttendPath::lanes ? " lanes" : " rows");
     }
   }
+}
+
+// The H_kv > 1 schedule (decode::attend_heads: every kv head per chunk of 16 tokens, keys
+// scored in place) at odd shapes: G = 1, 3, 5, 9, H_kv = 2 and 3, d_k with a tail after
+// the last full vector (13, 20) and d_k != d_v, T below, at and past one chunk, split
+// across 3 workers.
+TEST(Decode, DenseDecodeStepAllHeadsOddShapes) {
+  for (const index_t G : {1, 3, 5, 9})
+    for (const index_t H_kv : {2, 3})
+      for (const index_t d_k : {13, 20, 64})
+        for (const index_t T : {1, 15, 16, 17, 4099}) {
+          const index_t H = G * H_kv, d_v = d_k == 64 ? 64 : d_k == 13 ? 7 : 24;
+          const RandomCache c(T, H, H_kv, d_k, d_v, static_cast<unsigned>(G * 1000 + H_kv * 100 + d_k + T));
+          const std::vector<double> want = dense_last_row(c.q, c.k, c.v, T, H, H_kv, d_k, d_v);
+          std::vector<float> out(static_cast<size_t>(H * d_v));
+          ThreadPool pool(3);
+          dense_decode_step(c.q.data(), c.k.data(), c.v.data(), T, H, H_kv, d_k, d_v, 0.0, out.data(), pool);
+          EXPECT_LT(relative_error(out.data(), want.data(), H * d_v), kTol)
+              << "G=" << G << " H_kv=" << H_kv << " d_k=" << d_k << " d_v=" << d_v << " T=" << T;
+        }
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 //                  a key tile transposed once, and scores of query rows against it
 //                  (vectorised along keys; the backward reuses one transpose for many rows)
 //   ScoreTile      the two together: scores of query rows against one tile of keys, masked
+//   ScoresInPlace  scores of a few rows against keys read where they lie (decode, G < 8)
 //   SoftmaxRescale, AccumulateValues
 //                  fold one score tile into a SoftmaxState (online softmax, then P V)
 //   AttendRange    the flash-attention loop: rows against keys [key0, key1), tile by tile
@@ -283,6 +284,72 @@ inline void ScoresFromTransposed(const float* a, index_t R, index_t dim, const f
     for (; j < n_pad; j += NL) ScoreBlock<1>(d, q, dim, kt, j, out);
   }
   MaskScores(R, s0, n, lo, hi, S);
+}
+
+// out[i] = the sum of the lanes of v[i], i < 8. On AVX2 and AVX-512 a tree of pairwise
+// adds reduces the 8 together (~10 operations for all 8, against ~6 each for SumOfLanes);
+// elsewhere SumOfLanes. The order of the additions is fixed per target.
+template <class D>
+HWY_INLINE void SumsOf8(D d, const hn::Vec<D>* v, float* out) {
+#if HWY_ARCH_X86 && (HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL)
+  __m256 h[8];
+  if constexpr (HWY_MAX_BYTES == 64) {  // fold each 512-bit vector to 256 bits first
+    const hn::Half<D> dh;
+    for (int i = 0; i < 8; ++i) h[i] = hn::Add(hn::LowerHalf(dh, v[i]), hn::UpperHalf(dh, v[i])).raw;
+  } else {
+    for (int i = 0; i < 8; ++i) h[i] = v[i].raw;
+  }
+  const __m256 t0 = _mm256_hadd_ps(h[0], h[1]), t1 = _mm256_hadd_ps(h[2], h[3]);
+  const __m256 t2 = _mm256_hadd_ps(h[4], h[5]), t3 = _mm256_hadd_ps(h[6], h[7]);
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31)));
+#else
+  for (int i = 0; i < 8; ++i) out[i] = hn::GetLane(hn::SumOfLanes(d, v[i]));
+#endif
+}
+
+// S [R, kKeyTile] = a [R, dim] (contiguous rows) times the n keys read in place, key j at
+// x + j * ld (T = bf16 widens; any stride, so a [T, H_kv, d] cache's head is read where it
+// lies, with no transposed copy): for the few rows of a decode step (G < 8), where a
+// transpose would cost as much as the products. Blocks of 4 rows x 2 keys: 8 accumulators,
+// each key vector loaded once for the 4 rows, the 8 dot products reduced together
+// (SumsOf8); a dim tail is added in scalar. Remainder rows and keys re-read a valid one
+// (clamped index) and their results are dropped. Columns n .. round_up(n, lanes) are -inf.
+template <class T>
+inline void ScoresInPlace(const float* a, index_t R, index_t dim, const T* x, index_t ld, index_t n, float* S) {
+  const hn::ScalableTag<float> d;
+  const index_t NL = static_cast<index_t>(hn::Lanes(d));
+  const index_t Kv = dim - dim % NL;
+  for (index_t i0 = 0; i0 < R; i0 += 4) {
+    const float* ar[4];
+    for (index_t i = 0; i < 4; ++i) ar[i] = a + std::min(i0 + i, R - 1) * dim;
+    for (index_t j0 = 0; j0 < n; j0 += 2) {
+      const T* b0 = x + j0 * ld;
+      const T* b1 = x + std::min(j0 + 1, n - 1) * ld;
+      hn::Vec<decltype(d)> c[8];  // c[2 i + y]: row i0 + i against key j0 + y
+#pragma GCC unroll 8
+      for (int i = 0; i < 8; ++i) c[i] = hn::Zero(d);
+      for (index_t k = 0; k < Kv; k += NL) {
+        const auto k0 = LoadF32(d, b0 + k), k1 = LoadF32(d, b1 + k);
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          const auto q = hn::LoadU(d, ar[i] + k);
+          c[2 * i] = hn::MulAdd(q, k0, c[2 * i]);
+          c[2 * i + 1] = hn::MulAdd(q, k1, c[2 * i + 1]);
+        }
+      }
+      float r[8];
+      SumsOf8(d, c, r);
+      for (index_t k = Kv; k < dim; ++k)
+        for (int i = 0; i < 4; ++i) {
+          r[2 * i] += ar[i][k] * ToFloat(b0[k]);
+          r[2 * i + 1] += ar[i][k] * ToFloat(b1[k]);
+        }
+      for (index_t i = 0; i < 4 && i0 + i < R; ++i)
+        for (index_t y = 0; y < 2 && j0 + y < n; ++y) S[(i0 + i) * kKeyTile + j0 + y] = r[2 * i + y];
+    }
+  }
+  MaskScores(R, 0, n, nullptr, nullptr, S);
 }
 
 // ---- bf16 pair dot product (vdpbf16ps) ---------------------------------------------------

@@ -1,7 +1,13 @@
 // nsa::dense_decode_step: the dense baseline of one decode step, one new query token
-// against a cache of T tokens, with the same loops as the NSA step (decode/kernels.h).
-// Tasks are (kv head, key split); the splits of a kv head are merged with the usual
-// log-sum-exp rescaling. The split count depends only on T and the pool size.
+// against a cache [T, H_kv, d] of T tokens, on the decode kernels (decode/kernels.h).
+// Two schedules, both merging the key splits of a kv head with the usual log-sum-exp
+// rescaling (merge_partials); the split count depends only on T and the pool size:
+//   heads  H_kv > 1: a task is a key split of every kv head at once (attend_heads), so
+//          the cache is read in memory order. At llama3-8b's shape (32 / 8 / 128) on a
+//          2-core Zen 3 this took the step from 24 to ~8 ms at T = 16384.
+//   groups H_kv = 1, and bf16 caches on CPUs with vdpbf16ps (the pairs kernel has no
+//          in-place form yet): a task is (kv head, key split), attend_partial on one
+//          strided segment.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -9,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "cpu/kernels.h"
 #include "decode/kernels.h"
 #include "nsa/decode.h"
 #include "nsa/error.h"
@@ -32,10 +39,33 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
   const index_t splits = std::max<index_t>(1, std::min<index_t>(pool.size(), tokens / kMinKeysPerSplit));
   const index_t per_split = (tokens + splits - 1) / splits;
 
-  // Task (h, sp) attends keys t0 .. t1-1 of kv head h into parts[h][sp].
-  const index_t tasks = kv_heads * splits;
   std::vector<std::vector<decode::Partial>> parts(static_cast<size_t>(kv_heads),
                                                   std::vector<decode::Partial>(static_cast<size_t>(splits)));
+  const bool by_heads = kv_heads > 1 && !(storage == CacheStorage::bf16 && cpu::bf16_dot_enabled());
+  if (by_heads) {
+    std::vector<float> qs(static_cast<size_t>(heads * d_k));
+    for (index_t i = 0; i < heads * d_k; ++i) qs[static_cast<size_t>(i)] = q[i] * s;
+    // Task sp attends keys t0 .. t1-1 of every kv head into parts[h][sp].
+    pool.parallel_tasks(splits, [&](std::int64_t sp, int) {
+      const index_t t0 = sp * per_split, t1 = std::min(tokens, t0 + per_split);
+      std::vector<cpu::SoftmaxState> states(static_cast<size_t>(kv_heads));
+      for (cpu::SoftmaxState& st : states) st.reset(G, d_v);
+      decode::attend_heads(qs.data(), kv_heads, G, d_k, d_v, storage, k, v, t0, std::max(t0, t1), states.data());
+      for (index_t h = 0; h < kv_heads; ++h) {
+        decode::Partial& pt = parts[static_cast<size_t>(h)][static_cast<size_t>(sp)];
+        cpu::SoftmaxState& st = states[static_cast<size_t>(h)];
+        pt.keys = std::max<index_t>(0, t1 - t0);
+        pt.m = std::move(st.m);
+        pt.l = std::move(st.l);
+        pt.acc = std::move(st.acc);
+      }
+    });
+    for (index_t h = 0; h < kv_heads; ++h)
+      decode::merge_partials(parts[static_cast<size_t>(h)], G, d_v, out + h * G * d_v, nullptr);
+    return;
+  }
+  // Task (h, sp) attends keys t0 .. t1-1 of kv head h into parts[h][sp].
+  const index_t tasks = kv_heads * splits;
   pool.parallel_tasks(tasks, [&](std::int64_t task, int) {
     const index_t h = task / splits, sp = task % splits;
     const index_t t0 = sp * per_split, t1 = std::min(tokens, t0 + per_split);

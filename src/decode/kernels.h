@@ -6,6 +6,7 @@
 
 #include <vector>
 
+#include "cpu/softmax_state.h"
 #include "nsa/attention.h"
 #include "nsa/decode.h"
 
@@ -50,6 +51,15 @@ void attend_rows(const float* q, float scale, index_t group, index_t d_k, index_
                  const Segment* segs, index_t nsegs, float* m, float* l, float* acc, float* probs, index_t n);
 void attend_lanes(const float* q, float scale, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
                   const Segment* segs, index_t nsegs, float* m, float* l, float* acc, float* probs, index_t n);
+
+// Every kv head of a [T, H_kv, d] cache (key t of head h at k + (t H_kv + h) d_k, its value
+// likewise) against its G query rows q [H_kv G, d_k] (fp32, already scaled), keys
+// [t0, t1), in memory order (attend_heads.cc): states[h] (reset to G rows of d_v) gains
+// head h's keys by the online softmax. Keys and values are `storage` elements, bf16
+// widened to fp32 as read.
+void attend_heads(const float* q, index_t kv_heads, index_t group, index_t d_k, index_t d_v,
+                  CacheStorage storage, const void* k, const void* v, index_t t0, index_t t1,
+                  cpu::SoftmaxState* states);
 
 // automatic: lanes for groups of at least kLanesMinGroup heads, rows below. Tests and
 // benchmarks force one (process-wide).
