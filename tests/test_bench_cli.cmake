@@ -2,8 +2,9 @@
 # that runs in well under a second, then checks that the JSON has the documented schema
 # and that --plot wrote a PNG (OUT with .png for .json; the file must start with the PNG
 # signature and an IHDR chunk):
-#   {"machine": {"fma_peak_gflops", "threads", "cpu"},
-#    "results": [{"T", "phase", "impl", "ms", "ms_min", "ms_max", "gflops", "tokens_read"}]}
+#   {"machine": {"fma_peak_gflops", "dram_read_gbs", "l3_read_gbs", "l3_bytes", "threads", "cpu"},
+#    "results": [{"T", "phase", "impl", "dtype", "ms", "ms_min", "ms_max", "gflops", "tokens_read",
+#                 "bytes", "roofline", "bound"}]}
 # Usage: cmake -DNSA=<path of the nsa binary> -DOUT=<json file> -P test_bench_cli.cmake
 cmake_minimum_required(VERSION 3.19)  # string(JSON)
 if(NOT NSA OR NOT OUT)
@@ -22,7 +23,7 @@ endif()
 message(STATUS "${stdout}")
 file(READ "${OUT}" json)
 
-foreach(key fma_peak_gflops dram_read_gbs threads cpu)
+foreach(key fma_peak_gflops dram_read_gbs l3_read_gbs l3_bytes threads cpu)
   string(JSON value ERROR_VARIABLE err GET "${json}" machine ${key})
   if(err)
     message(FATAL_ERROR "machine.${key} missing: ${err}")
@@ -40,7 +41,7 @@ endif()
 math(EXPR last "${n} - 1")
 set(seen "")
 foreach(i RANGE ${last})
-  foreach(key T phase impl dtype ms ms_min ms_max gflops tokens_read)
+  foreach(key T phase impl dtype ms ms_min ms_max gflops tokens_read bytes roofline bound)
     string(JSON value ERROR_VARIABLE err GET "${json}" results ${i} ${key})
     if(err)
       message(FATAL_ERROR "results[${i}].${key} missing: ${err}")
@@ -54,6 +55,12 @@ foreach(i RANGE ${last})
   string(JSON ms_min GET "${json}" results ${i} ms_min)
   string(JSON ms_max GET "${json}" results ${i} ms_max)
   string(JSON reads GET "${json}" results ${i} tokens_read)
+  string(JSON roof GET "${json}" results ${i} roofline)
+  string(JSON bound GET "${json}" results ${i} bound)
+  string(JSON bytes GET "${json}" results ${i} bytes)
+  if(NOT roof GREATER 0 OR NOT bytes GREATER 0 OR NOT bound MATCHES "^(compute|L3|DRAM)$")
+    message(FATAL_ERROR "results[${i}]: roofline=${roof} bound=${bound} bytes=${bytes}")
+  endif()
   if(NOT T EQUAL 512 OR NOT phase MATCHES "^(forward|backward|decode)$" OR NOT impl MATCHES "^(dense|nsa)$"
      OR NOT dtype MATCHES "^(fp32|bf16)$")
     message(FATAL_ERROR "results[${i}]: T=${T} phase=${phase} impl=${impl} dtype=${dtype}")
@@ -79,6 +86,14 @@ file(READ "${png}" head LIMIT 16 HEX)
 string(JSON dram GET "${json}" machine dram_read_gbs)
 if(NOT dram GREATER 0)
   message(FATAL_ERROR "machine.dram_read_gbs = ${dram}, expected > 0")
+endif()
+# Every row's roofline; a speed-up over a dense row below half of its bound is starred and
+# explained under the table.
+if(NOT stdout MATCHES "roofline" OR NOT stdout MATCHES "[0-9]+% (compute|L3|DRAM)")
+  message(FATAL_ERROR "no roofline column in the table:\n${stdout}")
+endif()
+if(stdout MATCHES "[0-9]x\\*" AND NOT stdout MATCHES "overstates NSA's gain")
+  message(FATAL_ERROR "a starred speed-up without its note:\n${stdout}")
 endif()
 if(NOT stdout MATCHES "dense decode fp32 T=512: reads [0-9.]+ MB per step" OR
    NOT stdout MATCHES "dense decode bf16 T=512: reads [0-9.]+ MB per step")

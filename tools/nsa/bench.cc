@@ -37,10 +37,15 @@
 // tokens_read: decode, tokens read per step (per kv group); forward/backward, the mean over
 // queries of tokens read per query.
 //
+// Every row also gets its roofline (bench_roofline.h): the fraction of the bound its FLOPs
+// and compulsory bytes set (compute, L3 or DRAM, from the peak and the bandwidths measured
+// at start); "!" flags a row under half of it, and a speed-up over such a dense row is
+// starred: the baseline, not NSA, makes that ratio.
+//
 // --json FILE ('-': stdout) writes
-//   {"machine": {"fma_peak_gflops", "dram_read_gbs", "threads", "cpu"},
+//   {"machine": {"fma_peak_gflops", "dram_read_gbs", "l3_read_gbs", "l3_bytes", "threads", "cpu"},
 //    "results": [{"T", "phase", "impl", "dtype", "ms", "ms_min", "ms_max", "gflops",
-//                 "tokens_read"}]}
+//                 "tokens_read", "bytes", "roofline", "bound"}]}
 // with phase forward|backward|decode, impl dense|nsa and dtype fp32|bf16 (bf16: --bf16,
 // forward and decode).
 // --plot FILE.png draws the speed-up (dense ms / NSA ms) against T (log2 axis) per phase,
@@ -61,6 +66,7 @@
 #include <vector>
 
 #include "bench_peak.h"
+#include "bench_roofline.h"
 #include "commands.h"
 #include "nsa/decode.h"
 #include "nsa/error.h"
@@ -430,18 +436,39 @@ std::string fmt_speedup(double x) {
   return buf;
 }
 
-// Bytes the dense decode step reads per step: the whole K/V cache, fp32 or bf16.
-double dense_decode_bytes(const BenchOptions& o, index_t T, const std::string& dtype) {
-  return (dtype == "bf16" ? 2.0 : 4.0) * static_cast<double>(T) * static_cast<double>(o.kv_heads) * static_cast<double>(o.d_k + o.d_v);
+// The compulsory traffic of a row (bench_roofline.h): every input read once, every output
+// written once. decode: the K/V rows read (dense: the whole cache; NSA: tokens_read per kv
+// group, raw and compressed alike); forward: q, k, v in the row's storage and o in fp32;
+// backward (fp32): q, k, v, o, dO read and dq, dk, dv written. Gates, lse and phi's
+// weights are left out (under 1% at every preset shape).
+double compulsory_bytes(const BenchOptions& o, const Result& r) {
+  const double elem = r.dtype == "bf16" ? 2.0 : 4.0, T = static_cast<double>(r.T);
+  const double H = static_cast<double>(o.heads), Hkv = static_cast<double>(o.kv_heads);
+  const double dk = static_cast<double>(o.d_k), dv = static_cast<double>(o.d_v);
+  if (r.phase == "decode") return elem * r.tokens_read * Hkv * (dk + dv);
+  const double inputs = T * (H * dk + Hkv * (dk + dv)), outputs = T * H * dv;
+  if (r.phase == "forward") return elem * inputs + 4.0 * outputs;
+  return 4.0 * 2.0 * (inputs + outputs);
 }
 
-void print_table(std::FILE* f, const std::vector<Result>& results, double peak) {
-  std::fprintf(f, "%-8s %6s %-5s %-5s %10s %21s %8s %8s %6s %11s %8s\n", "phase", "T", "impl", "dtype", "ms",
-              "[min, max]", "speedup", "GFLOP/s", "%peak", "tokens_read", "paper");
+RowRoof row_roofline(const BenchOptions& o, const MachineRoof& m, const Result& r) {
+  return roofline(m, r.gflops * r.ms * 1e6, compulsory_bytes(o, r), r.ms);
+}
+
+// The table: one row per (phase, T, impl, dtype), dense then NSA. roofline: the row's
+// fraction of its bound and which bound (bench_roofline.h); "!" marks a row below half of
+// it, and a speed-up over such a dense row carries "*" (a weak baseline, not NSA's gain).
+void print_table(std::FILE* f, const BenchOptions& o, const MachineRoof& machine, const std::vector<Result>& results) {
+  const double peak = machine.compute_gflops;
+  bool any_weak_baseline = false;
+  std::fprintf(f, "%-8s %6s %-5s %-5s %10s %21s %9s %8s %6s %13s %11s %8s\n", "phase", "T", "impl", "dtype", "ms",
+              "[min, max]", "speedup", "GFLOP/s", "%peak", "roofline", "tokens_read", "paper");
   for (size_t i = 0; i + 1 < results.size(); i += 2) {
     const Result& d = results[i];
     const Result& n = results[i + 1];
     const double speedup = n.ms > 0 ? d.ms / n.ms : 0.0;
+    const bool weak_baseline = row_roofline(o, machine, d).weak;
+    any_weak_baseline = any_weak_baseline || weak_baseline;
     for (const Result* r : {&d, &n}) {
       char range[64];
       std::snprintf(range, sizeof range, "[%.3f, %.3f]", r->ms_min, r->ms_max);
@@ -449,12 +476,20 @@ void print_table(std::FILE* f, const std::vector<Result>& results, double peak) 
       // % of the fp32 FMA peak; bf16 rows have none (vdpbf16ps has twice the fp32 rate).
       char share[16] = "-";
       if (r->dtype == "fp32" && peak > 0) std::snprintf(share, sizeof share, "%.1f%%", 100.0 * r->gflops / peak);
-      std::fprintf(f, "%-8s %6lld %-5s %-5s %10.3f %21s %8s %8.1f %6s %11.0f %8s\n", r->phase.c_str(),
-                  static_cast<long long>(r->T), r->impl.c_str(), r->dtype.c_str(), r->ms, range,
-                  is_nsa ? fmt_speedup(speedup).c_str() : "", r->gflops, share,
-                  r->tokens_read, is_nsa ? fmt_speedup(paper_speedup(r->phase, r->T)).c_str() : "");
+      const RowRoof roof = row_roofline(o, machine, *r);
+      char roof_text[32];
+      std::snprintf(roof_text, sizeof roof_text, "%.0f%% %s%s", 100.0 * roof.fraction, roof.bound.c_str(),
+                    roof.weak ? " !" : "");
+      const std::string speed = is_nsa ? fmt_speedup(speedup) + (weak_baseline ? "*" : "") : "";
+      std::fprintf(f, "%-8s %6lld %-5s %-5s %10.3f %21s %9s %8.1f %6s %13s %11.0f %8s\n", r->phase.c_str(),
+                  static_cast<long long>(r->T), r->impl.c_str(), r->dtype.c_str(), r->ms, range, speed.c_str(),
+                  r->gflops, share, roof_text, r->tokens_read,
+                  is_nsa ? fmt_speedup(paper_speedup(r->phase, r->T)).c_str() : "");
     }
   }
+  if (any_weak_baseline)
+    std::fprintf(f, "* over a dense row below %.0f%% of its roofline (!): the ratio overstates NSA's gain\n",
+                 100.0 * kWeakRoofline);
   // bf16 against fp32, same T and implementation (--bf16).
   for (const Result& b : results) {
     if (b.dtype != "bf16") continue;
@@ -476,22 +511,24 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
-void write_json(const std::string& path, const FmaPeak& peak, double dram_gbs, int threads,
-                const std::string& cpu, const std::vector<Result>& results) {
+void write_json(const std::string& path, const BenchOptions& o, const FmaPeak& peak, const MachineRoof& machine,
+                int threads, const std::string& cpu, const std::vector<Result>& results) {
   std::FILE* f = path == "-" ? stdout : std::fopen(path.c_str(), "w");
   if (f == nullptr) throw Error("bench: cannot write " + path);
   std::fprintf(f,
-               "{\n  \"machine\": {\"fma_peak_gflops\": %.3f, \"dram_read_gbs\": %.3f, \"threads\": %d, "
-               "\"cpu\": \"%s\"},\n",
-               peak.gflops, dram_gbs, threads, json_escape(cpu).c_str());
+               "{\n  \"machine\": {\"fma_peak_gflops\": %.3f, \"dram_read_gbs\": %.3f, \"l3_read_gbs\": %.3f, "
+               "\"l3_bytes\": %.0f, \"threads\": %d, \"cpu\": \"%s\"},\n",
+               peak.gflops, machine.dram_gbs, machine.l3_gbs, machine.l3_bytes, threads, json_escape(cpu).c_str());
   std::fprintf(f, "  \"results\": [");
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
+    const RowRoof roof = row_roofline(o, machine, r);
     std::fprintf(f,
                  "%s\n    {\"T\": %lld, \"phase\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"ms\": %.6g, "
-                 "\"ms_min\": %.6g, \"ms_max\": %.6g, \"gflops\": %.6g, \"tokens_read\": %.6g}",
+                 "\"ms_min\": %.6g, \"ms_max\": %.6g, \"gflops\": %.6g, \"tokens_read\": %.6g, \"bytes\": %.6g, "
+                 "\"roofline\": %.4f, \"bound\": \"%s\"}",
                  i ? "," : "", static_cast<long long>(r.T), r.phase.c_str(), r.impl.c_str(), r.dtype.c_str(), r.ms,
-                 r.ms_min, r.ms_max, r.gflops, r.tokens_read);
+                 r.ms_min, r.ms_max, r.gflops, r.tokens_read, compulsory_bytes(o, r), roof.fraction, roof.bound.c_str());
   }
   std::fprintf(f, "\n  ]\n}\n");
   const bool ok = path == "-" ? std::fflush(f) == 0 : std::fclose(f) == 0;
@@ -556,7 +593,10 @@ int run_bench(const BenchOptions& in) {
   std::fprintf(stderr, "nsa bench: measuring the DRAM read bandwidth ...");
   std::fflush(stderr);
   const double dram_gbs = measure_read_bandwidth(pool);
-  std::fprintf(stderr, " %.1f GB/s\n", dram_gbs);
+  const double l3_bytes = l3_cache_bytes();
+  const double l3_gbs = measure_l3_bandwidth(pool, l3_bytes);
+  std::fprintf(stderr, " %.1f GB/s (L3: %.0f MB, %.1f GB/s)\n", dram_gbs, l3_bytes * 1e-6, l3_gbs);
+  const MachineRoof machine{peak.gflops, dram_gbs, l3_gbs, l3_bytes};
 
   std::vector<Result> results;
   for (const index_t T : o.tokens) {
@@ -572,19 +612,22 @@ int run_bench(const BenchOptions& in) {
   std::fprintf(table, "nsa bench: %s; H=%lld H_kv=%lld d_k=%lld d_v=%lld, batch 1, shared K/V, %s\n", cpu.c_str(),
               static_cast<long long>(o.heads), static_cast<long long>(o.kv_heads), static_cast<long long>(o.d_k),
               static_cast<long long>(o.d_v), config.describe().c_str());
-  std::fprintf(table, "threads %d, fp32 FMA peak %.1f GFLOP/s (%s), DRAM read %.1f GB/s; median of %d reps (backward %d, "
-              "decode %d steps); total %.1f s\n",
-              pool.size(), peak.gflops, peak.isa.c_str(), dram_gbs, o.reps, o.backward_reps, o.decode_steps, total_s);
-  print_table(table, results, peak.gflops);
-  // The dense decode step reads the whole cache: its bandwidth against the measured one.
+  std::fprintf(table, "threads %d, fp32 FMA peak %.1f GFLOP/s (%s), DRAM read %.1f GB/s, L3 %.0f MB read %.1f GB/s; "
+              "median of %d reps (backward %d, decode %d steps); total %.1f s\n",
+              pool.size(), peak.gflops, peak.isa.c_str(), dram_gbs, l3_bytes * 1e-6, l3_gbs, o.reps, o.backward_reps,
+              o.decode_steps, total_s);
+  print_table(table, o, machine, results);
+  // The decode steps' bandwidth against the measured one of their working set's level.
   for (const Result& r : results)
-    if (r.phase == "decode" && r.impl == "dense" && r.ms > 0) {
-      const double bytes = dense_decode_bytes(o, r.T, r.dtype), gbs = bytes / (r.ms * 1e6);
-      std::fprintf(table, "dense decode %s T=%lld: reads %.1f MB per step, %.1f GB/s = %.0f%% of the DRAM read bandwidth\n",
-                   r.dtype.c_str(), static_cast<long long>(r.T), bytes * 1e-6, gbs,
-                   dram_gbs > 0 ? 100.0 * gbs / dram_gbs : 0.0);
+    if (r.phase == "decode" && r.ms > 0) {
+      const double bytes = compulsory_bytes(o, r), gbs = bytes / (r.ms * 1e6);
+      const bool l3 = row_roofline(o, machine, r).bound == "L3";
+      const double level_gbs = l3 ? l3_gbs : dram_gbs;
+      std::fprintf(table, "%-5s decode %s T=%lld: reads %.1f MB per step, %.1f GB/s = %.0f%% of the %s read bandwidth\n",
+                   r.impl.c_str(), r.dtype.c_str(), static_cast<long long>(r.T), bytes * 1e-6, gbs,
+                   level_gbs > 0 ? 100.0 * gbs / level_gbs : 0.0, l3 ? "L3" : "DRAM");
     }
-  if (!o.json.empty()) write_json(o.json, peak, dram_gbs, pool.size(), cpu, results);
+  if (!o.json.empty()) write_json(o.json, o, peak, machine, pool.size(), cpu, results);
   if (!o.plot.empty()) {
     write_plot(o.plot, o, pool.size(), cpu, results);
     std::fprintf(table, "speed-up chart written to %s\n", o.plot.c_str());

@@ -8,6 +8,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <fstream>
 #include <vector>
 
@@ -68,36 +70,74 @@ float fma_loop_scalar(std::int64_t iters, float seed) {
 
 }  // namespace
 
-double measure_read_bandwidth(ThreadPool& pool) {
-  constexpr std::size_t kBytes = std::size_t{512} << 20;
-  const std::size_t words = kBytes / sizeof(std::uint64_t);
+namespace {
+
+// Read bandwidth in GB/s over a buffer of `bytes`, all threads: each thread sums its share
+// with independent 64-bit accumulators, `passes` times per timing; best of 3 timings after
+// a first touch (which also brings a cache-sized buffer into the cache).
+double read_bandwidth(ThreadPool& pool, std::size_t bytes, int passes) {
+  const std::size_t words = bytes / sizeof(std::uint64_t);
   std::vector<std::uint64_t> buf(words);
   const int threads = pool.size();
   std::vector<std::uint64_t> sink(static_cast<size_t>(threads) * 8);
-  pool.parallel_for(threads, [&](std::int64_t begin, std::int64_t, int) {  // first touch
-    const std::size_t a = words * static_cast<std::size_t>(begin) / threads;
-    const std::size_t b = words * static_cast<std::size_t>(begin + 1) / threads;
+  // The same split for the touch and the reads, so each thread reads what it touched.
+  auto range = [&](std::int64_t part, std::size_t& a, std::size_t& b) {
+    a = words * static_cast<std::size_t>(part) / threads;
+    b = words * static_cast<std::size_t>(part + 1) / threads;
+  };
+  pool.parallel_for(threads, [&](std::int64_t begin, std::int64_t, int) {
+    std::size_t a, b;
+    range(begin, a, b);
     for (std::size_t i = a; i < b; ++i) buf[i] = i;
   });
   double best = 0.0;
   for (int rep = 0; rep < 3; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(threads, [&](std::int64_t begin, std::int64_t, int worker) {
-      const std::size_t a = words * static_cast<std::size_t>(begin) / threads;
-      const std::size_t b = words * static_cast<std::size_t>(begin + 1) / threads;
+      std::size_t a, b;
+      range(begin, a, b);
       std::uint64_t acc[8] = {};
-      std::size_t i = a;
-      for (; i + 8 <= b; i += 8)
-        for (int j = 0; j < 8; ++j) acc[j] += buf[i + j];
-      for (; i < b; ++i) acc[0] += buf[i];
+      for (int p = 0; p < passes; ++p) {
+        std::size_t i = a;
+        for (; i + 8 <= b; i += 8)
+          for (int j = 0; j < 8; ++j) acc[j] += buf[i + j];
+        for (; i < b; ++i) acc[0] += buf[i];
+      }
       for (int j = 0; j < 8; ++j) sink[static_cast<size_t>(worker) * 8] += acc[j];
     });
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::max(best, static_cast<double>(kBytes) / s * 1e-9);
+    best = std::max(best, static_cast<double>(words * sizeof(std::uint64_t)) * passes / s * 1e-9);
   }
   volatile std::uint64_t keep = sink[0];
   (void)keep;
   return best;
+}
+
+}  // namespace
+
+double measure_read_bandwidth(ThreadPool& pool) { return read_bandwidth(pool, std::size_t{512} << 20, 1); }
+
+double l3_cache_bytes() {
+  // sysfs names the size of cpu0's level-3 cache as e.g. "32768K"; a VM may not have one.
+  for (int index = 0; index < 8; ++index) {
+    const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/";
+    std::ifstream level_file(dir + "level"), size_file(dir + "size");
+    int level = 0;
+    std::string size;
+    if (!(level_file >> level) || level != 3 || !(size_file >> size) || size.empty()) continue;
+    double bytes = std::atof(size.c_str());
+    if (size.back() == 'K') bytes *= 1024.0;
+    if (size.back() == 'M') bytes *= 1024.0 * 1024.0;
+    return bytes;
+  }
+  return 0.0;
+}
+
+double measure_l3_bandwidth(ThreadPool& pool, double l3_bytes) {
+  if (l3_bytes <= 0) return 0.0;
+  // Half the L3, so that the buffer stays there beside everything else; ~40 MB per timing.
+  const auto bytes = static_cast<std::size_t>(l3_bytes / 2);
+  return read_bandwidth(pool, bytes, std::max(1, static_cast<int>(40e6 / static_cast<double>(bytes))));
 }
 
 FmaPeak measure_fma_peak(ThreadPool& pool) {

@@ -26,6 +26,13 @@ FmaPeak measure_fma_peak(ThreadPool& pool);
 // bench relates the dense decode step (which reads the whole K/V cache) to it.
 double measure_read_bandwidth(ThreadPool& pool);
 
+// The size in bytes of the CPU's level-3 cache (sysfs), or 0 when the system names none.
+double l3_cache_bytes();
+
+// L3 read bandwidth in GB/s, all threads together: read_bandwidth's loop over half the L3,
+// repeated to ~40 MB per timing. 0 when l3_bytes is 0. Well under a second.
+double measure_l3_bandwidth(ThreadPool& pool, double l3_bytes);
+
 // The CPU's model name (/proc/cpuinfo), or "unknown".
 std::string cpu_name();
 
