@@ -128,4 +128,31 @@ inline std::vector<double> reference_scores(const Config& config, const NsaInput
   return reference::selection_scores(config, group_p, t);
 }
 
+// A RandomDenseProblem whose q, k, v are rounded to bf16: in16 over the bf16 copies, in64
+// over the same values in float64.
+struct Bf16Dense {
+  explicit Bf16Dense(const ProblemShape& s) : prob(s) {
+    const auto f = prob.inputs32();
+    const auto d = prob.inputs64();
+    auto copy = [](const TensorView<const float>& v, std::vector<bf16>& b, std::vector<double>& x) {
+      const size_t n = static_cast<size_t>(v.batch() * v.tokens() * v.heads() * v.dim());
+      b.resize(n);
+      x.resize(n);
+      for (size_t i = 0; i < n; ++i) {
+        b[i] = bf16(v.data[i]);
+        x[i] = static_cast<float>(b[i]);
+      }
+      return TensorView<const bf16>{b.data(), v.shape, v.stride};
+    };
+    in16 = {copy(f.q, q, q64), copy(f.k, k, k64), copy(f.v, v, v64), f.seqs, 0.0};
+    in64 = {{q64.data(), d.q.shape, d.q.stride}, {k64.data(), d.k.shape, d.k.stride},
+            {v64.data(), d.v.shape, d.v.stride}, d.seqs, 0.0};
+  }
+  testing::RandomDenseProblem prob;
+  std::vector<bf16> q, k, v;
+  std::vector<double> q64, k64, v64;
+  DenseInputs<bf16> in16;
+  DenseInputs<double> in64;
+};
+
 }  // namespace nsa::bf16_test

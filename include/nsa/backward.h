@@ -50,6 +50,20 @@ void dense_backward(const DenseInputs<float>& in, TensorView<const float> out, c
                     TensorView<const float> d_out, const DenseGradients<float>& grads,
                     ThreadPool& pool);
 
+// ---- bf16 storage, fp32 compute (CPU) -----------------------------------------------
+// The inputs of the bf16 forward (attention.h) with what it returned: saved, out and lse
+// are fp32, so is d_out; gradients are fp32 (round them to the inputs' dtype if wanted).
+// The bf16 inputs are widened once to fp32 and the fp32 backward runs: the same
+// determinism, and the gradient of the bf16 forward's function (Kc/Vc are rounded to bf16
+// there; the rounding passes gradients straight through). Accuracy: the spec's bf16
+// tolerance against the float64 reference on the same bf16 values.
+void nsa_backward(const Config& config, const NsaInputs<bf16>& in, const NsaSaved<float>& saved,
+                  TensorView<const float> d_out, const NsaGradients<float>& grads, ThreadPool& pool);
+
+void dense_backward(const DenseInputs<bf16>& in, TensorView<const float> out, const float* lse,
+                    TensorView<const float> d_out, const DenseGradients<float>& grads,
+                    ThreadPool& pool);
+
 // ---- float64 reference -----------------------------------------------------------------
 namespace reference {
 void nsa_backward(const Config& config, const NsaInputs<double>& in, const NsaSaved<double>& saved,

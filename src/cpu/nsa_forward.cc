@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "cpu/kernels.h"
+#include "cpu/widen.h"
 #include "nsa/thread_pool.h"
 
 namespace nsa {
@@ -22,33 +23,6 @@ namespace {
 
 struct TileTask {
   index_t seq, kv_head, t0, tokens;
-};
-
-// phi's weights as fp32: the caller's own for fp32 inputs, widened copies of bf16 ones
-// (only the arrays the phi form reads; validation has checked those are there).
-struct Fp32Phi {
-  PhiWeights<float> w;
-  std::vector<float> store[6];
-
-  Fp32Phi(const Config&, const PhiWeights<float>& phi, index_t) : w(phi) {}
-  Fp32Phi(const Config& config, const PhiWeights<bf16>& phi, index_t dim) {
-    const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
-    auto widen = [&](const bf16* src, index_t n, int slot) -> const float* {
-      store[slot].resize(static_cast<size_t>(n));
-      to_float(src, store[slot].data(), static_cast<size_t>(n));
-      return store[slot].data();
-    };
-    if (config.phi() == PhiKind::mlp) {
-      w.pe = widen(phi.pe, l * dim, 0);
-      w.w1 = widen(phi.w1, hidden * l * dim, 1);
-      w.b1 = widen(phi.b1, hidden, 2);
-      w.w2 = widen(phi.w2, dim * hidden, 3);
-      w.b2 = widen(phi.b2, dim, 4);
-    } else if (config.phi() == PhiKind::linear) {
-      w.pe = widen(phi.pe, l * dim, 0);
-      w.w = widen(phi.w, dim * l * dim, 5);
-    }
-  }
 };
 
 // Tokens per phase-2 task: a multiple of the query tile, at most kMaxSuperRows / G (the
@@ -91,8 +65,8 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
     saved->sel_blocks.assign(static_cast<size_t>(p.rows * H_kv * top_n), -1);
     saved->cmp_offsets = p.cmp_offsets;
   }
-  cpu::compress_blocks(config, p, in.k_cmp, Fp32Phi(config, in.phi_k, d_k).w, kc.data(), pool);
-  cpu::compress_blocks(config, p, in.v_cmp, Fp32Phi(config, in.phi_v, d_v).w, vc.data(), pool);
+  cpu::compress_blocks(config, p, in.k_cmp, cpu::Fp32Phi(config, in.phi_k, d_k).w, kc.data(), pool);
+  cpu::compress_blocks(config, p, in.v_cmp, cpu::Fp32Phi(config, in.phi_v, d_v).w, vc.data(), pool);
   // The keys and values the compression branch attends: Kc/Vc in the storage type T.
   const T* kc_t = nullptr;
   const T* vc_t = nullptr;
