@@ -2,8 +2,10 @@
 // library. It checks every array (device, dtype, rank, strides, sizes of the phi
 // parameters), wraps it in a TensorView over the caller's memory (no copies), and
 // dispatches on dtype:
-//   float32 -> the fp32 CPU kernels (nsa::nsa_forward / nsa::nsa_backward, threaded)
-//   float64 -> the float64 reference (nsa::reference::*), the spec in code
+//   float32  -> the fp32 CPU kernels (nsa::nsa_forward / nsa::nsa_backward, threaded)
+//   bfloat16 -> the bf16-storage CPU kernels (every input bf16; out, d_out and the
+//               gradients float32: the Python layer rounds them to bf16)
+//   float64  -> the float64 reference (nsa::reference::*), the spec in code
 // The Python package (python/nsa) builds the friendly API on top of this module.
 //
 // Errors: nsa::Error becomes nsa.Error (a ValueError); a wrong dtype is a TypeError.
@@ -20,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <type_traits>
 #include <variant>
 #include <vector>
 
@@ -93,11 +96,20 @@ void check_cpu(const A& a, const std::string& name) {
                 "to the CPU first");
 }
 
+// The DLPack dtype of an element type; nsa::bf16 is DLPack's bfloat16 (code Bfloat, 16 bits).
+template <class T>
+nb::dlpack::dtype dtype_of() {
+  if constexpr (std::is_same_v<T, bf16>)
+    return {static_cast<std::uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
+  else
+    return nb::dtype<T>();
+}
+
 template <class T, class A>
 void check_dtype(const A& a, const std::string& name) {
-  if (a.dtype() != nb::dtype<T>())
+  if (a.dtype() != dtype_of<T>())
     throw nb::type_error((name + " has dtype " + dtype_name(a.dtype()) + ", expected " +
-                          dtype_name(nb::dtype<T>()) +
+                          dtype_name(dtype_of<T>()) +
                           " (all floating-point inputs of one call share q's dtype)")
                              .c_str());
 }
@@ -272,8 +284,9 @@ Sequences sequences_of(nb::handle cu_seqlens) {
 struct Saved {
   Config config;
   std::variant<NsaSaved<float>, NsaSaved<double>> state;
+  bool bf16_inputs = false;  // the forward read bfloat16 inputs (its state is fp32)
 
-  const char* dtype() const { return state.index() == 0 ? "float32" : "float64"; }
+  const char* dtype() const { return state.index() == 1 ? "float64" : bf16_inputs ? "bfloat16" : "float32"; }
 };
 
 // The saved selected blocks, copied: int32 [rows, kv_heads, top_n], ascending, -1 padded.
@@ -320,17 +333,22 @@ std::vector<std::pair<const char*, Span>> input_spans(const NsaInputs<T>& in) {
           {"v_win", span_of(in.v_win)}, {"gates", span_of(in.gates)}};
 }
 
+// The element type of outputs and gradients for inputs of type T: bf16 inputs give fp32.
+template <class T>
+using Out = std::conditional_t<std::is_same_v<T, bf16>, float, T>;
+
 template <class T>
 void forward_t(const Config& c, const Args& a, MutArray out_array, Saved* saved) {
   const NsaInputs<T> in = inputs_of<T>(c, a);
-  const TensorView<T> out = view_of<T>(out_array, "out");
+  const TensorView<Out<T>> out = view_of<Out<T>>(out_array, "out");
   const Span out_span = span_of(out);
   for (const auto& [name, span] : input_spans(in))
     if (out_span.overlaps(span))
       throw Error(std::string("out overlaps the memory of ") + name + "; pass a separate output buffer");
   nb::gil_scoped_release release;
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<Out<T>, float>) {  // fp32 and bf16: the CPU kernels
     NsaSaved<float>* st = saved ? &saved->state.template emplace<0>() : nullptr;
+    if (saved) saved->bf16_inputs = std::is_same_v<T, bf16>;
     std::lock_guard<std::mutex> lock(g_pool_mutex);
     nsa::nsa_forward(c, in, out, st, pool_locked());
   } else {
@@ -346,9 +364,12 @@ nb::object forward(const Config& c, const Args& a, MutArray out, bool save) {
     forward_t<float>(c, a, out, saved.get());
   else if (a.q.dtype() == nb::dtype<double>())
     forward_t<double>(c, a, out, saved.get());
+  else if (a.q.dtype() == dtype_of<bf16>())
+    forward_t<bf16>(c, a, out, saved.get());
   else
     throw nb::type_error(("q has dtype " + dtype_name(a.q.dtype()) +
-                          "; nsa runs float32 (fast CPU kernels) or float64 (the reference)")
+                          "; nsa runs float32 (fast CPU kernels), bfloat16 (bf16 storage, fp32 compute) "
+                          "or float64 (the reference)")
                              .c_str());
   if (!saved) return nb::none();
   return nb::cast(saved.release(), nb::rv_policy::take_ownership);
@@ -361,20 +382,21 @@ struct GradArgs {
 
 template <class T>
 void backward_t(const Saved& s, const Args& a, Array d_out_array, const GradArgs& g) {
+  using G = Out<T>;  // d_out and gradients: fp32 for bf16 inputs
   const Config& c = s.config;
   const NsaInputs<T> in = inputs_of<T>(c, a);
-  const TensorView<const T> d_out = view_of<const T>(d_out_array, "d_out");
-  NsaGradients<T> grads;
-  grads.dq = view_of<T>(g.dq, "dq");
-  grads.dk_cmp = view_of<T>(g.dk_cmp, "dk_cmp");
-  grads.dv_cmp = view_of<T>(g.dv_cmp, "dv_cmp");
-  grads.dk_slc = view_of<T>(g.dk_slc, "dk_slc");
-  grads.dv_slc = view_of<T>(g.dv_slc, "dv_slc");
-  grads.dk_win = view_of<T>(g.dk_win, "dk_win");
-  grads.dv_win = view_of<T>(g.dv_win, "dv_win");
-  grads.dgates = view_of<T>(g.dgates, "dgates");
-  grads.phi_k = phi_arrays<T, MutArray, PhiGradients<T>>(c, g.dphi_k, in.k_cmp.dim(), "dphi_k");
-  grads.phi_v = phi_arrays<T, MutArray, PhiGradients<T>>(c, g.dphi_v, in.v_cmp.dim(), "dphi_v");
+  const TensorView<const G> d_out = view_of<const G>(d_out_array, "d_out");
+  NsaGradients<G> grads;
+  grads.dq = view_of<G>(g.dq, "dq");
+  grads.dk_cmp = view_of<G>(g.dk_cmp, "dk_cmp");
+  grads.dv_cmp = view_of<G>(g.dv_cmp, "dv_cmp");
+  grads.dk_slc = view_of<G>(g.dk_slc, "dk_slc");
+  grads.dv_slc = view_of<G>(g.dv_slc, "dv_slc");
+  grads.dk_win = view_of<G>(g.dk_win, "dk_win");
+  grads.dv_win = view_of<G>(g.dv_win, "dv_win");
+  grads.dgates = view_of<G>(g.dgates, "dgates");
+  grads.phi_k = phi_arrays<G, MutArray, PhiGradients<G>>(c, g.dphi_k, in.k_cmp.dim(), "dphi_k");
+  grads.phi_v = phi_arrays<G, MutArray, PhiGradients<G>>(c, g.dphi_v, in.v_cmp.dim(), "dphi_v");
 
   // Gradient buffers may alias one another exactly (shared K/V: the sum is written) but
   // must not overlap the inputs, d_out, or each other partially.
@@ -385,7 +407,7 @@ void backward_t(const Saved& s, const Args& a, Array d_out_array, const GradArgs
       {"dv_cmp", span_of(grads.dv_cmp)}, {"dk_slc", span_of(grads.dk_slc)},
       {"dv_slc", span_of(grads.dv_slc)}, {"dk_win", span_of(grads.dk_win)},
       {"dv_win", span_of(grads.dv_win)}, {"dgates", span_of(grads.dgates)}};
-  const TensorView<T> grad_views[] = {grads.dq,     grads.dk_cmp, grads.dv_cmp, grads.dk_slc,
+  const TensorView<G> grad_views[] = {grads.dq,     grads.dk_cmp, grads.dv_cmp, grads.dk_slc,
                                       grads.dv_slc, grads.dk_win, grads.dv_win, grads.dgates};
   for (size_t i = 0; i < std::size(grad_spans); ++i) {
     for (const auto& [name, span] : spans)
@@ -402,7 +424,7 @@ void backward_t(const Saved& s, const Args& a, Array d_out_array, const GradArgs
   }
 
   nb::gil_scoped_release release;
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<G, float>) {
     std::lock_guard<std::mutex> lock(g_pool_mutex);
     nsa::nsa_backward(c, in, std::get<0>(s.state), d_out, grads, pool_locked());
   } else {
@@ -414,6 +436,9 @@ void backward(const Saved& s, const Args& a, Array d_out, const GradArgs& g) {
   if (std::string(s.dtype()) == "float32") {
     check_dtype<float>(a.q, "q");
     backward_t<float>(s, a, d_out, g);
+  } else if (s.bf16_inputs) {
+    check_dtype<bf16>(a.q, "q");
+    backward_t<bf16>(s, a, d_out, g);
   } else {
     check_dtype<double>(a.q, "q");
     backward_t<double>(s, a, d_out, g);
@@ -575,6 +600,7 @@ NB_MODULE(_core, m) {
                                 nb::make_tuple(v.stride[0], v.stride[1], v.stride[2]));
         };
         if (a.dtype() == nb::dtype<double>()) return describe(view_of<const double>(a, name));
+        if (a.dtype() == dtype_of<bf16>()) return describe(view_of<const bf16>(a, name));
         return describe(view_of<const float>(a, name));
       },
       "array"_a.noconvert(), "name"_a = "array",

@@ -6,7 +6,8 @@
     nsa.DecodeCache(num_heads, num_kv_heads, head_dim, ...)           decoding with a cache
     nsa.Config, nsa.Error, nsa.set_num_threads
 
-Semantics: ../shared/docs/nsa-spec.md (the project spec). float32 runs the fast CPU kernels, float64 the float64
+Semantics: ../shared/docs/nsa-spec.md (the project spec). float32 runs the fast CPU kernels, torch bfloat16
+the same kernels on bf16 storage (fp32 compute; output and gradients rounded to bfloat16), float64 the float64
 reference. Tensors cross into C++ through DLPack without copies.
 The torch parts need PyTorch; nsa.numpy works without it.
 """

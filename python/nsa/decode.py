@@ -3,8 +3,8 @@
 A wrapper of nsa::DecodeCache (include/nsa/decode.h). One cache per attention layer keeps,
 for up to ``max_seqs`` sequences of different lengths, the raw K/V of every branch (one
 copy when K/V are shared), the compressed Kc/Vc so far and each sequence's position. Works
-on torch tensors and numpy arrays alike (float32; read in place through DLPack); outputs
-have the array type of q.
+on torch tensors and numpy arrays alike (float32, read in place through DLPack; torch
+bfloat16 too, widened to float32 as it comes in); outputs have the array type and dtype of q.
 
     cache = nsa.DecodeCache(H, H_kv, d_k, d_v, phi_k=..., phi_v=..., max_seqs=2, **config)
     o = cache.prefill(0, q, k, v, g_cmp, g_slc, g_win)      # q [T, H, d_k] -> o [T, H, d_v]
@@ -70,8 +70,31 @@ def _weights(params):
     return out
 
 
+def _is_bf16(x):
+    return _is_torch(x) and str(x.dtype) == "torch.bfloat16"
+
+
+def _f32(x):
+    """torch bfloat16 tensors widened to float32 (a copy, exact: the cache reads fp32 and keeps
+    its own storage); everything else as it is."""
+    return x.float() if _is_bf16(x) else x
+
+
 def _lift(x):
     return None if x is None else x[None]
+
+
+def _finish(target, out, bf16):
+    """The step's result: the fp32 target itself, or (bfloat16 calls) rounded to bfloat16,
+    into ``out`` when the caller gave one."""
+    if not bf16:
+        return target
+    if out is None:
+        import torch
+
+        return target.to(torch.bfloat16)
+    out.copy_(target)
+    return out
 
 
 class DecodeCache:
@@ -112,16 +135,19 @@ class DecodeCache:
                 v_win=None, out=None):
         """Appends a prompt of T tokens to sequence `seq`: q [T, H, d_k], k [T, H_kv, d_k],
         v [T, H_kv, d_v], gates [T, H]; returns o [T, H, d_v] (``out`` when given)."""
+        bf16 = _is_bf16(q) or _is_bf16(out)
+        q, k, v, g_cmp, g_slc, g_win = (_f32(x) for x in (q, k, v, g_cmp, g_slc, g_win))
+        k_slc, v_slc, k_win, v_win = (_f32(x) for x in (k_slc, v_slc, k_win, v_win))
         gates = _stack_gates(g_cmp, g_slc, g_win)
-        if out is None:
-            out = _empty_like(q, (q.shape[0], self.num_heads, self.head_dim_v))
+        target = _empty_like(q, (q.shape[0], self.num_heads, self.head_dim_v)) if out is None or bf16 else out
         branch = tuple(_lift(x) for x in self._branch_kv(k_slc, v_slc, k_win, v_win))
         self._cache.prefill(seq, _lift(_plain(q)), _lift(_plain(k)), _lift(_plain(v)), *branch,
-                            _lift(gates), _lift(_plain(out)))
-        return out
+                            _lift(gates), _lift(_plain(target)))
+        return _finish(target, out, bf16)
 
     def append(self, seq, k, v, *, k_slc=None, v_slc=None, k_win=None, v_win=None):
         """Stores the K/V of T tokens ([T, H_kv, dim]) at the end of `seq` without outputs."""
+        k, v, k_slc, v_slc, k_win, v_win = (_f32(x) for x in (k, v, k_slc, v_slc, k_win, v_win))
         branch = tuple(_lift(x) for x in self._branch_kv(k_slc, v_slc, k_win, v_win))
         self._cache.append(seq, _lift(_plain(k)), _lift(_plain(v)), *branch)
 
@@ -130,13 +156,15 @@ class DecodeCache:
         """One new token for each of the B distinct sequences `seqs`: q [B, H, d_k],
         k [B, H_kv, d_k], v [B, H_kv, d_v], gates [B, H]; returns o [B, H, d_v]."""
         seqs = [int(s) for s in seqs]
+        bf16 = _is_bf16(q) or _is_bf16(out)
+        q, k, v, g_cmp, g_slc, g_win = (_f32(x) for x in (q, k, v, g_cmp, g_slc, g_win))
+        k_slc, v_slc, k_win, v_win = (_f32(x) for x in (k_slc, v_slc, k_win, v_win))
         gates = _stack_gates(g_cmp, g_slc, g_win)
-        if out is None:
-            out = _empty_like(q, (q.shape[0], self.num_heads, self.head_dim_v))
+        target = _empty_like(q, (q.shape[0], self.num_heads, self.head_dim_v)) if out is None or bf16 else out
         at = lambda x: None if x is None else x[:, None]  # [B, heads, dim] -> [B, 1, heads, dim]
         branch = tuple(at(x) for x in self._branch_kv(k_slc, v_slc, k_win, v_win))
-        self._cache.step(seqs, at(_plain(q)), at(_plain(k)), at(_plain(v)), *branch, at(gates), at(_plain(out)))
-        return out
+        self._cache.step(seqs, at(_plain(q)), at(_plain(k)), at(_plain(v)), *branch, at(gates), at(_plain(target)))
+        return _finish(target, out, bf16)
 
     def reset(self, seq):
         """Empties sequence `seq` and releases its storage."""

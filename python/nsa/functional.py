@@ -20,6 +20,12 @@ def _check_device(name, t):
                           "(built with NSA_CUDA=OFF): move it to the CPU first")
 
 
+def _out_dtype(dtype):
+    """The dtype the library writes outputs and gradients in: float32 for bfloat16 inputs
+    (bf16 storage, fp32 compute), else the inputs' own."""
+    return torch.float32 if dtype == torch.bfloat16 else dtype
+
+
 def _arr(t):
     """The tensor as the binding sees it: detached (DLPack refuses tensors that require grad), same memory."""
     return None if t is None else t.detach()
@@ -54,13 +60,13 @@ class NativeSparseAttentionFunction(torch.autograd.Function):
         ks, vs = (k if k_slc is None else k_slc), (v if v_slc is None else v_slc)
         kw, vw = (k if k_win is None else k_win), (v if v_win is None else v_win)
         B, T, H, _ = q.shape
-        out = q.new_empty((B, T, H, v.shape[-1]))
+        out = q.new_empty((B, T, H, v.shape[-1]), dtype=_out_dtype(q.dtype))
         saved = _core.forward(config, _arr(q), _arr(k), _arr(v), _arr(ks), _arr(vs), _arr(kw),
                               _arr(vw), _arr(gates), phi_k, phi_v, cu_seqlens, out, True)
         ctx.config, ctx.cu_seqlens, ctx.n_phi_k, ctx.state = config, cu_seqlens, n_phi_k, saved
         ctx.own = (k_slc is not None, v_slc is not None, k_win is not None, v_win is not None)
         ctx.save_for_backward(q, k, v, ks, vs, kw, vw, gates, *phi)
-        return out
+        return out.to(q.dtype)  # bfloat16 inputs: the fp32 output rounded once
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -68,9 +74,10 @@ class NativeSparseAttentionFunction(torch.autograd.Function):
         q, k, v, ks, vs, kw, vw, gates, *phi = ctx.saved_tensors
         names = phi_names(ctx.config.phi)
         phi_k, phi_v = _phi_dict(names, phi[: ctx.n_phi_k]), _phi_dict(names, phi[ctx.n_phi_k:])
-        d_out = d_out.to(q.dtype).contiguous()  # autograd may hand in an expanded or strided tensor
+        grad_dtype = _out_dtype(q.dtype)  # bfloat16 inputs: fp32 gradients, rounded at the end
+        d_out = d_out.to(grad_dtype).contiguous()  # autograd may hand in an expanded or strided tensor
         # Gradient buffers: contiguous, uninitialised (the library overwrites every element).
-        new = lambda t: torch.empty(t.shape, dtype=t.dtype)
+        new = lambda t: torch.empty(t.shape, dtype=grad_dtype)
         dq, dk, dv, dgates = new(q), new(k), new(v), new(gates)
         own_ks, own_vs, own_kw, own_vw = ctx.own
         # Shared K/V: the same gradient buffer for every branch that shares the tensor, so the
@@ -84,8 +91,10 @@ class NativeSparseAttentionFunction(torch.autograd.Function):
         grads = (dq, dk, dv, dks, dvs, dkw, dvw, dgates)
         dphi_k, dphi_v = _phi_dict(names, dphi[: ctx.n_phi_k]), _phi_dict(names, dphi[ctx.n_phi_k:])
         _run_backward(ctx.state, inputs, ctx.cu_seqlens, d_out, grads, (dphi_k, dphi_v))
+        cast = lambda g: g.to(q.dtype)  # a no-op unless the inputs are bfloat16
+        dq, dk, dv, dks, dvs, dkw, dvw, dgates = (cast(g) for g in (dq, dk, dv, dks, dvs, dkw, dvw, dgates))
         return (None, None, None, dq, dk, dv, dks if own_ks else None, dvs if own_vs else None,
-                dkw if own_kw else None, dvw if own_vw else None, dgates, *dphi)
+                dkw if own_kw else None, dvw if own_vw else None, dgates, *(cast(g) for g in dphi))
 
 
 def native_sparse_attention(q, k, v, g_cmp, g_slc, g_win, *, k_slc=None, v_slc=None, k_win=None,
@@ -123,10 +132,12 @@ def native_sparse_attention(q, k, v, g_cmp, g_slc, g_win, *, k_slc=None, v_slc=N
             not allowed when an input requires grad).
 
     Returns:
-        o: [B, T, H, d_v], dtype of q.
+        o: [B, T, H, d_v], dtype of q (``out``, when given, must have that dtype too).
 
-    dtype: float32 runs the fast fp32 CPU kernels; float64 runs the library's float64
-    reference (the spec in code, single-threaded), which is what makes
+    dtype: float32 runs the fast fp32 CPU kernels; bfloat16 runs them on bf16 storage with
+    fp32 accumulation (the spec's bf16 tolerance, 1e-2 relative; the output and the
+    gradients are computed in fp32 and rounded to bfloat16 once, at the end); float64 runs
+    the library's float64 reference (the spec in code, single-threaded), which is what makes
     ``torch.autograd.gradcheck`` possible. All floating-point inputs share q's dtype.
 
     Memory: q, k, v, per-branch K/V, phi parameters and ``out`` are read and written in place
@@ -185,12 +196,18 @@ def native_sparse_attention(q, k, v, g_cmp, g_slc, g_win, *, k_slc=None, v_slc=N
         if torch.is_grad_enabled() and any(t.requires_grad for t in list(tensors.values()) + phi_tensors):
             raise RuntimeError("nsa: out= does not support automatic differentiation (an input requires "
                                "grad); call without out=, or under torch.no_grad()")
+        if out.dtype not in (q.dtype, _out_dtype(q.dtype)):
+            raise TypeError(f"nsa: out has dtype {out.dtype}, expected q's ({q.dtype})")
         target = out.unsqueeze(0) if packed else out
+        if out.dtype != _out_dtype(q.dtype):  # bfloat16: the library writes fp32, rounded into out
+            target = torch.empty(target.shape, dtype=_out_dtype(q.dtype))
         ks, vs = (k if k_slc is None else k_slc), (v if v_slc is None else v_slc)
         kw, vw = (k if k_win is None else k_win), (v if v_win is None else v_win)
         _core.forward(config, _arr(q), _arr(k), _arr(v), _arr(ks), _arr(vs), _arr(kw), _arr(vw),
                       _arr(gates), _phi_dict(names, phi_tensors[:n_phi_k]),
                       _phi_dict(names, phi_tensors[n_phi_k:]), cu_seqlens, _arr(target), False)
+        if target.dtype != out.dtype:
+            out.copy_(target.view(out.shape))
         return out
 
     o = NativeSparseAttentionFunction.apply(config, cu_seqlens, n_phi_k, q, k, v, k_slc, v_slc,

@@ -64,8 +64,10 @@ def test_bad_config_raises(p):
 
 
 @pytest.mark.parametrize("dtype, message", [
-    (torch.float16, r"q has dtype float16; nsa runs float32 \(fast CPU kernels\) or float64"),
-    (torch.bfloat16, r"q has dtype bfloat16"),
+    (torch.float16, r"q has dtype float16; nsa runs float32 \(fast CPU kernels\), bfloat16 \(bf16 storage, "
+                    r"fp32 compute\) or float64"),
+    # bfloat16 is supported: the other inputs must then be bfloat16 too
+    (torch.bfloat16, r"k_cmp has dtype float32, expected bfloat16"),
     (torch.int32, r"q has dtype int32"),
 ])
 def test_unsupported_dtypes_raise_type_error(p, dtype, message):
