@@ -308,46 +308,70 @@ HWY_INLINE void SumsOf8(D d, const hn::Vec<D>* v, float* out) {
 #endif
 }
 
-// S [R, kKeyTile] = a [R, dim] (contiguous rows) times the n keys read in place, key j at
-// x + j * ld (T = bf16 widens; any stride, so a [T, H_kv, d] cache's head is read where it
-// lies, with no transposed copy): for the few rows of a decode step (G < 8), where a
-// transpose would cost as much as the products. Blocks of 4 rows x 2 keys: 8 accumulators,
-// each key vector loaded once for the 4 rows, the 8 dot products reduced together
-// (SumsOf8); a dim tail is added in scalar. Remainder rows and keys re-read a valid one
-// (clamped index) and their results are dropped. Columns n .. round_up(n, lanes) are -inf.
-template <class T>
-inline void ScoresInPlace(const float* a, index_t R, index_t dim, const T* x, index_t ld, index_t n, float* S) {
+// Rows i0 .. i0+NR-1 of S against keys j0 .. j0+NK-1 (NR * NK = 8 accumulators, each key
+// vector loaded once for the NR rows, the 8 dot products reduced together by SumsOf8; a dim
+// tail added in scalar). Keys past n re-read the last one (clamped) and are not stored.
+template <int NR, int NK, class T>
+HWY_INLINE void ScoreRowsBlock(const float* const* ar, index_t dim, const T* x, index_t ld, index_t j0,
+                               index_t n, float* const* srow) {
+  static_assert(NR * NK == 8, "SumsOf8 reduces 8 accumulators");
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t Kv = dim - dim % NL;
-  for (index_t i0 = 0; i0 < R; i0 += 4) {
-    const float* ar[4];
-    for (index_t i = 0; i < 4; ++i) ar[i] = a + std::min(i0 + i, R - 1) * dim;
-    for (index_t j0 = 0; j0 < n; j0 += 2) {
-      const T* b0 = x + j0 * ld;
-      const T* b1 = x + std::min(j0 + 1, n - 1) * ld;
-      hn::Vec<decltype(d)> c[8];  // c[2 i + y]: row i0 + i against key j0 + y
+  const T* b[NK];
+  for (int y = 0; y < NK; ++y) b[y] = x + std::min<index_t>(j0 + y, n - 1) * ld;
+  hn::Vec<decltype(d)> c[8];  // c[i * NK + y]: row i against key j0 + y
 #pragma GCC unroll 8
-      for (int i = 0; i < 8; ++i) c[i] = hn::Zero(d);
-      for (index_t k = 0; k < Kv; k += NL) {
-        const auto k0 = LoadF32(d, b0 + k), k1 = LoadF32(d, b1 + k);
+  for (int i = 0; i < 8; ++i) c[i] = hn::Zero(d);
+  for (index_t k = 0; k < Kv; k += NL) {
+    hn::Vec<decltype(d)> kv[NK];
+#pragma GCC unroll 8
+    for (int y = 0; y < NK; ++y) kv[y] = LoadF32(d, b[y] + k);
 #pragma GCC unroll 4
-        for (int i = 0; i < 4; ++i) {
-          const auto q = hn::LoadU(d, ar[i] + k);
-          c[2 * i] = hn::MulAdd(q, k0, c[2 * i]);
-          c[2 * i + 1] = hn::MulAdd(q, k1, c[2 * i + 1]);
-        }
-      }
-      float r[8];
-      SumsOf8(d, c, r);
-      for (index_t k = Kv; k < dim; ++k)
-        for (int i = 0; i < 4; ++i) {
-          r[2 * i] += ar[i][k] * ToFloat(b0[k]);
-          r[2 * i + 1] += ar[i][k] * ToFloat(b1[k]);
-        }
-      for (index_t i = 0; i < 4 && i0 + i < R; ++i)
-        for (index_t y = 0; y < 2 && j0 + y < n; ++y) S[(i0 + i) * kKeyTile + j0 + y] = r[2 * i + y];
+    for (int i = 0; i < NR; ++i) {
+      const auto q = hn::LoadU(d, ar[i] + k);
+#pragma GCC unroll 8
+      for (int y = 0; y < NK; ++y) c[i * NK + y] = hn::MulAdd(q, kv[y], c[i * NK + y]);
     }
+  }
+  float r[8];
+  SumsOf8(d, c, r);
+  for (index_t k = Kv; k < dim; ++k)
+    for (int i = 0; i < NR; ++i)
+      for (int y = 0; y < NK; ++y) r[i * NK + y] += ar[i][k] * ToFloat(b[y][k]);
+  for (int i = 0; i < NR; ++i)
+    for (int y = 0; y < NK && j0 + y < n; ++y) srow[i][j0 + y] = r[i * NK + y];
+}
+
+// S [R, kKeyTile] = a [R, dim] (contiguous rows) times the n keys read in place, key j at
+// x + j * ld (T = bf16 widens; any stride, so a [T, H_kv, d] cache's head is read where it
+// lies, with no transposed copy): for the few rows of a decode step (G < 8), where a
+// transpose would cost as much as the products. Blocks of 4 rows x 2 keys, then 2 x 4,
+// then 1 x 8 (ScoreRowsBlock): no row is computed twice. Columns n .. round_up(n, lanes)
+// are -inf.
+template <class T>
+inline void ScoresInPlace(const float* a, index_t R, index_t dim, const T* x, index_t ld, index_t n, float* S) {
+  index_t i0 = 0;
+  const float* ar[4];
+  float* srow[4];
+  auto rows = [&](index_t count) {
+    for (index_t i = 0; i < count; ++i) {
+      ar[i] = a + (i0 + i) * dim;
+      srow[i] = S + (i0 + i) * kKeyTile;
+    }
+  };
+  for (; i0 + 4 <= R; i0 += 4) {
+    rows(4);
+    for (index_t j0 = 0; j0 < n; j0 += 2) ScoreRowsBlock<4, 2>(ar, dim, x, ld, j0, n, srow);
+  }
+  if (i0 + 2 <= R) {
+    rows(2);
+    for (index_t j0 = 0; j0 < n; j0 += 4) ScoreRowsBlock<2, 4>(ar, dim, x, ld, j0, n, srow);
+    i0 += 2;
+  }
+  if (i0 < R) {
+    rows(1);
+    for (index_t j0 = 0; j0 < n; j0 += 8) ScoreRowsBlock<1, 8>(ar, dim, x, ld, j0, n, srow);
   }
   MaskScores(R, 0, n, nullptr, nullptr, S);
 }
@@ -589,64 +613,86 @@ inline void SoftmaxRescale(float* S, index_t rows, index_t n, SoftmaxState& st, 
   }
 }
 
-// o[x][c + y * lanes ..] += sum_j p[x][j] v[j][c + y * lanes ..] for the 4 rows x and NV
-// vectors y of value columns: 4 * NV accumulators, each value vector loaded (and widened,
-// for bf16) once for the 4 rows. Stored last row first (clamped duplicates, as ScoreBlock).
-template <int NV, class D, class T>
+// o[x][c + y * lanes ..] += sum_j p[x][j] v[j][c + y * lanes ..] for the NR rows x and NV
+// vectors y of value columns: NR * NV accumulators, each value vector loaded (and widened,
+// for bf16) once for the NR rows. Each output sums over j in order, so how rows are grouped
+// into blocks does not change a bit of the result.
+template <int NR, int NV, class D, class T>
 HWY_INLINE void ValueBlock(D d, const float* const* p, index_t n, const T* v, index_t v_stride,
                            index_t c, float* const* o) {
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
-  hn::Vec<D> acc[4][NV];
+  hn::Vec<D> acc[NR][NV];
 #pragma GCC unroll 4
-  for (int x = 0; x < 4; ++x)
-#pragma GCC unroll 4
+  for (int x = 0; x < NR; ++x)
+#pragma GCC unroll 8
     for (int y = 0; y < NV; ++y) acc[x][y] = hn::LoadU(d, o[x] + c + y * NL);
   const T* vj = v + c;
   for (index_t j = 0; j < n; ++j, vj += v_stride) {
     hn::Vec<D> vv[NV];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int y = 0; y < NV; ++y) vv[y] = LoadF32(d, vj + y * NL);
 #pragma GCC unroll 4
-    for (int x = 0; x < 4; ++x) {
+    for (int x = 0; x < NR; ++x) {
       const auto px = hn::Set(d, p[x][j]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
       for (int y = 0; y < NV; ++y) acc[x][y] = hn::MulAdd(px, vv[y], acc[x][y]);
     }
   }
 #pragma GCC unroll 4
-  for (int x = 3; x >= 0; --x)
-#pragma GCC unroll 4
+  for (int x = 0; x < NR; ++x)
+#pragma GCC unroll 8
     for (int y = 0; y < NV; ++y) hn::StoreU(acc[x][y], d, o[x] + c + y * NL);
 }
 
-// O [R, d_v] += P [R, n] V [n, d_v]: row r of P at p + r * ldp, of O at o + r * ldo, value
-// j at v + j * v_stride (T = bf16 widens). Blocks of 4 rows (remainder rows re-read the
-// last real row and store identical values) x kBlockVecs vectors of d_v (then 2, then 1;
-// ValueBlock), d_v's tail scalar.
-template <class T>
-inline void RowsTimesValues(const float* p, index_t ldp, index_t R, index_t n, const T* v, index_t v_stride,
-                            index_t d_v, float* o, index_t ldo) {
+// Rows p[0 .. NR) times the values into o[0 .. NR), column blocks of NV vectors (then
+// fewer), d_v's tail scalar. NV * NR accumulators: 4 rows x kBlockVecs, 2 x 2 kBlockVecs,
+// 1 x 4 kBlockVecs (the same register budget for every row count).
+template <int NR, int NV, class T>
+inline void RowBlockTimesValues(const float* const* pr, index_t n, const T* v, index_t v_stride, index_t d_v,
+                                float* const* or_) {
   const hn::ScalableTag<float> d;
   const index_t NL = static_cast<index_t>(hn::Lanes(d));
   const index_t Dv = d_v - d_v % NL;
-  for (index_t r0 = 0; r0 < R; r0 += 4) {
-    const float* pr[4];
-    float* or_[4];
-    for (index_t x = 0; x < 4; ++x) {
-      const index_t r = std::min(r0 + x, R - 1);
-      pr[x] = p + r * ldp;
-      or_[x] = o + r * ldo;
+  index_t c = 0;
+  for (; c + NV * NL <= Dv; c += NV * NL) ValueBlock<NR, NV>(d, pr, n, v, v_stride, c, or_);
+  if constexpr (NV >= 4)
+    for (; c + 2 * NL <= Dv; c += 2 * NL) ValueBlock<NR, 2>(d, pr, n, v, v_stride, c, or_);
+  for (; c < Dv; c += NL) ValueBlock<NR, 1>(d, pr, n, v, v_stride, c, or_);
+  for (index_t x = 0; x < NR; ++x)
+    for (index_t cc = Dv; cc < d_v; ++cc) {
+      float sum = or_[x][cc];
+      for (index_t j = 0; j < n; ++j) sum += pr[x][j] * ToFloat(v[j * v_stride + cc]);
+      or_[x][cc] = sum;
     }
-    index_t c = 0;
-    for (; c + kBlockVecs * NL <= Dv; c += kBlockVecs * NL) ValueBlock<kBlockVecs>(d, pr, n, v, v_stride, c, or_);
-    for (; c + 2 * NL <= Dv; c += 2 * NL) ValueBlock<2>(d, pr, n, v, v_stride, c, or_);
-    for (; c < Dv; c += NL) ValueBlock<1>(d, pr, n, v, v_stride, c, or_);
-    for (index_t x = 0; x < 4 && r0 + x < R; ++x)
-      for (index_t cc = Dv; cc < d_v; ++cc) {
-        float sum = or_[x][cc];
-        for (index_t j = 0; j < n; ++j) sum += pr[x][j] * ToFloat(v[j * v_stride + cc]);
-        or_[x][cc] = sum;
-      }
+}
+
+// O [R, d_v] += P [R, n] V [n, d_v]: row r of P at p + r * ldp, of O at o + r * ldo, value
+// j at v + j * v_stride (T = bf16 widens). Blocks of 4 rows, then 2, then 1 (no row is
+// computed twice: a decode step's G = 1 or 3 rows cost what they are).
+template <class T>
+inline void RowsTimesValues(const float* p, index_t ldp, index_t R, index_t n, const T* v, index_t v_stride,
+                            index_t d_v, float* o, index_t ldo) {
+  index_t r0 = 0;
+  auto rows = [&](index_t count, const float** pr, float** or_) {
+    for (index_t x = 0; x < count; ++x) {
+      pr[x] = p + (r0 + x) * ldp;
+      or_[x] = o + (r0 + x) * ldo;
+    }
+  };
+  const float* pr[4];
+  float* or_[4];
+  for (; r0 + 4 <= R; r0 += 4) {
+    rows(4, pr, or_);
+    RowBlockTimesValues<4, kBlockVecs>(pr, n, v, v_stride, d_v, or_);
+  }
+  if (r0 + 2 <= R) {
+    rows(2, pr, or_);
+    RowBlockTimesValues<2, 2 * kBlockVecs>(pr, n, v, v_stride, d_v, or_);
+    r0 += 2;
+  }
+  if (r0 < R) {
+    rows(1, pr, or_);
+    RowBlockTimesValues<1, 4 * kBlockVecs>(pr, n, v, v_stride, d_v, or_);
   }
 }
 
