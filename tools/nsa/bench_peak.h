@@ -22,7 +22,7 @@ FmaPeak measure_fma_peak(ThreadPool& pool);
 
 // DRAM read bandwidth in GB/s (1e9 bytes/s), all threads of the pool together: each
 // thread sums its share of a 512 MiB buffer (far larger than any cache) with independent
-// 64-bit accumulators; best of 3 passes after a first touch. Takes about a second. The
+// 64-bit accumulators (256-bit vectors with AVX2); best of 3 passes after a first touch. Takes about a second. The
 // bench relates the dense decode step (which reads the whole K/V cache) to it.
 double measure_read_bandwidth(ThreadPool& pool);
 
