@@ -41,7 +41,7 @@ endif()
 math(EXPR last "${n} - 1")
 set(seen "")
 foreach(i RANGE ${last})
-  foreach(key T phase impl dtype ms ms_min ms_max gflops tokens_read bytes roofline bound)
+  foreach(key shape T phase impl dtype ms ms_min ms_max gflops tokens_read bytes roofline bound)
     string(JSON value ERROR_VARIABLE err GET "${json}" results ${i} ${key})
     if(err)
       message(FATAL_ERROR "results[${i}].${key} missing: ${err}")
@@ -117,6 +117,29 @@ execute_process(
   RESULT_VARIABLE rc OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
 if(rc EQUAL 0 OR NOT stderr MATCHES "missing-dir")
   message(FATAL_ERROR "bench --plot into a missing folder: rc=${rc}\n${stdout}\n${stderr}")
+endif()
+
+# --paper: the paper's shape, then llama3-8b's forward and decode (here at one tiny T), each
+# with its own table; the JSON names every result's shape.
+execute_process(
+  COMMAND "${NSA}" bench --paper --tokens 128 --phases forward,decode --reps 1 --decode-steps 2 --threads 2
+          --json "${OUT}.paper.json"
+  RESULT_VARIABLE rc OUTPUT_VARIABLE stdout ERROR_VARIABLE stderr)
+if(NOT rc EQUAL 0 OR NOT stdout MATCHES "paper: H=16 H_kv=1 d_k=192 d_v=128" OR
+   NOT stdout MATCHES "llama3-8b: H=32 H_kv=8 d_k=128 d_v=128")
+  message(FATAL_ERROR "bench --paper without its real shape: rc=${rc}\n${stdout}\n${stderr}")
+endif()
+file(READ "${OUT}.paper.json" paper_json)
+string(JSON n LENGTH "${paper_json}" results)
+set(shapes "")
+math(EXPR last "${n} - 1")
+foreach(i RANGE ${last})
+  string(JSON s GET "${paper_json}" results ${i} shape)
+  list(APPEND shapes "${s}")
+endforeach()
+list(REMOVE_DUPLICATES shapes)
+if(NOT n EQUAL 8 OR NOT shapes STREQUAL "paper;llama3-8b")
+  message(FATAL_ERROR "bench --paper JSON: ${n} results, shapes ${shapes}")
 endif()
 
 # --shape: a released model's shape, named in the header; an unknown name is refused.

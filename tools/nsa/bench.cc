@@ -2,11 +2,13 @@
 // in the paper's terms (Yuan et al., 2025, Figure 6 and Table 4).
 //
 //   nsa bench                         T = 16384, phases forward + decode (< 60 s on 2 cores)
-//   nsa bench --paper                 T = 8k, 16k, 32k, 64k, every phase (long)
+//   nsa bench --paper                 T = 8k, 16k, 32k, 64k, every phase (long), then the
+//                                     forward and decode at llama3-8b's shape (32 / 8 / 128)
 //   nsa bench --phases backward --tokens 4096 --reps 3 --json out.json
 //   nsa bench --paper --plot speedup.png  the same, and the speed-up vs T chart
 //   nsa bench --bf16                  also the forward and decode with q, k, v stored as bf16
 //
+// --shape NAME: a released model's attention shape (kShapes) instead of the paper's.
 // Shape by default: one GQA group of the paper's model, H = 16, H_kv = 1, d_k = 192,
 // d_v = 128, batch 1, the paper's NSA config (l=32, d=16, l'=64, n=16, w=512, mlp phi),
 // shared K/V for the three branches, fp32 CPU kernels, every hardware thread. --bf16 adds
@@ -93,6 +95,7 @@ constexpr ShapePreset kShapes[] = {
 struct BenchOptions {
   std::vector<index_t> tokens{16384};
   bool paper = false;
+  std::string shape = "paper";  // the preset's name, or "custom" (--heads etc.)
   index_t heads = 16, kv_heads = 1, d_k = 192, d_v = 128;
   int threads = 0;  // 0: every hardware thread
   int reps = 3;
@@ -104,9 +107,28 @@ struct BenchOptions {
   std::string plot;
 };
 
+const ShapePreset* find_shape(const std::string& name) {
+  for (const ShapePreset& s : kShapes)
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+BenchOptions with_shape(BenchOptions o, const ShapePreset& s) {
+  o.shape = s.name;
+  o.heads = s.heads;
+  o.kv_heads = s.kv_heads;
+  o.d_k = s.d_k;
+  o.d_v = s.d_v;
+  return o;
+}
+
+// --paper's real shape beside the paper's, forward and decode (its backward at 64k would
+// take hours on two cores: `--shape llama3-8b --phases backward` runs it on request).
+constexpr const char* kPaperRealShape = "llama3-8b";
+
 struct Result {
   index_t T = 0;
-  std::string phase, impl, dtype = "fp32";
+  std::string shape, phase, impl, dtype = "fp32";
   double ms = 0, ms_min = 0, ms_max = 0, gflops = 0, tokens_read = 0;
 };
 
@@ -256,7 +278,7 @@ double paper_speedup(const std::string& phase, index_t T) {
 
 Result make_result(index_t T, const std::string& phase, const std::string& impl, const Timing& t,
                    double flops, double tokens_read, const std::string& dtype = "fp32") {
-  return {T, phase, impl, dtype, t.ms, t.ms_min, t.ms_max, t.ms > 0 ? flops / (t.ms * 1e6) : 0.0, tokens_read};
+  return {T, "", phase, impl, dtype, t.ms, t.ms_min, t.ms_max, t.ms > 0 ? flops / (t.ms * 1e6) : 0.0, tokens_read};
 }
 
 void progress(const char* fmt, const std::string& phase, const char* impl, index_t T) {
@@ -436,6 +458,14 @@ std::string fmt_speedup(double x) {
   return buf;
 }
 
+// The options a result was measured with: o, or o with the result's preset shape (the
+// real shape of --paper).
+BenchOptions shape_of(const BenchOptions& o, const Result& r) {
+  if (r.shape == o.shape) return o;
+  const ShapePreset* p = find_shape(r.shape);
+  return p ? with_shape(o, *p) : o;
+}
+
 // The compulsory traffic of a row (bench_roofline.h): every input read once, every output
 // written once. decode: the K/V rows read (dense: the whole cache; NSA: tokens_read per kv
 // group, raw and compressed alike); forward: q, k, v in the row's storage and o in fp32;
@@ -522,13 +552,14 @@ void write_json(const std::string& path, const BenchOptions& o, const FmaPeak& p
   std::fprintf(f, "  \"results\": [");
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
-    const RowRoof roof = row_roofline(o, machine, r);
+    const RowRoof roof = row_roofline(shape_of(o, r), machine, r);
     std::fprintf(f,
-                 "%s\n    {\"T\": %lld, \"phase\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"ms\": %.6g, "
+                 "%s\n    {\"shape\": \"%s\", \"T\": %lld, \"phase\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"ms\": %.6g, "
                  "\"ms_min\": %.6g, \"ms_max\": %.6g, \"gflops\": %.6g, \"tokens_read\": %.6g, \"bytes\": %.6g, "
                  "\"roofline\": %.4f, \"bound\": \"%s\"}",
-                 i ? "," : "", static_cast<long long>(r.T), r.phase.c_str(), r.impl.c_str(), r.dtype.c_str(), r.ms,
-                 r.ms_min, r.ms_max, r.gflops, r.tokens_read, compulsory_bytes(o, r), roof.fraction, roof.bound.c_str());
+                 i ? "," : "", r.shape.c_str(), static_cast<long long>(r.T), r.phase.c_str(), r.impl.c_str(),
+                 r.dtype.c_str(), r.ms, r.ms_min, r.ms_max, r.gflops, r.tokens_read, compulsory_bytes(shape_of(o, r), r),
+                 roof.fraction, roof.bound.c_str());
   }
   std::fprintf(f, "\n  ]\n}\n");
   const bool ok = path == "-" ? std::fflush(f) == 0 : std::fclose(f) == 0;
@@ -568,8 +599,7 @@ void write_plot(const std::string& path, const BenchOptions& o, int threads, con
 }
 
 int run_bench(const BenchOptions& in) {
-  BenchOptions o = in;
-  if (o.paper) o.tokens = {8192, 16384, 32768, 65536};
+  const BenchOptions& o = in;
   if (o.kv_heads <= 0 || o.heads <= 0 || o.heads % o.kv_heads != 0)
     throw Error("bench: --heads must be a positive multiple of --kv-heads");
   if (o.reps < 1 || o.backward_reps < 1) throw Error("bench: --reps and --backward-reps must be >= 1");
@@ -598,38 +628,63 @@ int run_bench(const BenchOptions& in) {
   std::fprintf(stderr, " %.1f GB/s (L3: %.0f MB, %.1f GB/s)\n", dram_gbs, l3_bytes * 1e-6, l3_gbs);
   const MachineRoof machine{peak.gflops, dram_gbs, l3_gbs, l3_bytes};
 
+  // Every (T, phase) of one shape's options, then its table.
   std::vector<Result> results;
-  for (const index_t T : o.tokens) {
-    if (T < 1) throw Error("bench: --tokens must be >= 1");
-    std::fprintf(stderr, "T = %lld\n", static_cast<long long>(T));
-    BenchData data(config, o, T);
-    for (const auto& phase : o.phases) run_phase(config, o, phase, data, pool, results);
-  }
-  const double total_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-
+  auto measure = [&](const BenchOptions& so) {
+    const size_t first = results.size();
+    for (const index_t T : so.tokens) {
+      if (T < 1) throw Error("bench: --tokens must be >= 1");
+      std::fprintf(stderr, "%s T = %lld\n", so.shape.c_str(), static_cast<long long>(T));
+      BenchData data(config, so, T);
+      for (const auto& phase : so.phases) run_phase(config, so, phase, data, pool, results);
+    }
+    for (size_t i = first; i < results.size(); ++i) results[i].shape = so.shape;
+    return first;
+  };
   // With --json - the JSON owns stdout; the table then goes to stderr.
   std::FILE* table = o.json == "-" ? stderr : stdout;
-  std::fprintf(table, "nsa bench: %s; H=%lld H_kv=%lld d_k=%lld d_v=%lld, batch 1, shared K/V, %s\n", cpu.c_str(),
-              static_cast<long long>(o.heads), static_cast<long long>(o.kv_heads), static_cast<long long>(o.d_k),
-              static_cast<long long>(o.d_v), config.describe().c_str());
-  std::fprintf(table, "threads %d, fp32 FMA peak %.1f GFLOP/s (%s), DRAM read %.1f GB/s, L3 %.0f MB read %.1f GB/s; "
-              "median of %d reps (backward %d, decode %d steps); total %.1f s\n",
-              pool.size(), peak.gflops, peak.isa.c_str(), dram_gbs, l3_bytes * 1e-6, l3_gbs, o.reps, o.backward_reps,
-              o.decode_steps, total_s);
-  print_table(table, o, machine, results);
-  // The decode steps' bandwidth against the measured one of their working set's level.
-  for (const Result& r : results)
-    if (r.phase == "decode" && r.ms > 0) {
-      const double bytes = compulsory_bytes(o, r), gbs = bytes / (r.ms * 1e6);
-      const bool l3 = row_roofline(o, machine, r).bound == "L3";
-      const double level_gbs = l3 ? l3_gbs : dram_gbs;
-      std::fprintf(table, "%-5s decode %s T=%lld: reads %.1f MB per step, %.1f GB/s = %.0f%% of the %s read bandwidth\n",
-                   r.impl.c_str(), r.dtype.c_str(), static_cast<long long>(r.T), bytes * 1e-6, gbs,
-                   level_gbs > 0 ? 100.0 * gbs / level_gbs : 0.0, l3 ? "L3" : "DRAM");
+  auto report = [&](const BenchOptions& so, size_t first, double seconds) {
+    const std::vector<Result> mine(results.begin() + static_cast<std::ptrdiff_t>(first), results.end());
+    std::fprintf(table, "nsa bench: %s; %s: H=%lld H_kv=%lld d_k=%lld d_v=%lld, batch 1, shared K/V, %s\n", cpu.c_str(),
+                 so.shape.c_str(), static_cast<long long>(so.heads), static_cast<long long>(so.kv_heads),
+                 static_cast<long long>(so.d_k), static_cast<long long>(so.d_v), config.describe().c_str());
+    std::fprintf(table, "threads %d, fp32 FMA peak %.1f GFLOP/s (%s), DRAM read %.1f GB/s, L3 %.0f MB read %.1f GB/s; "
+                 "median of %d reps (backward %d, decode %d steps); %.1f s\n",
+                 pool.size(), peak.gflops, peak.isa.c_str(), dram_gbs, l3_bytes * 1e-6, l3_gbs, so.reps,
+                 so.backward_reps, so.decode_steps, seconds);
+    print_table(table, so, machine, mine);
+    // The decode steps' bandwidth against the measured one of their working set's level.
+    for (const Result& r : mine)
+      if (r.phase == "decode" && r.ms > 0) {
+        const double bytes = compulsory_bytes(so, r), gbs = bytes / (r.ms * 1e6);
+        const bool l3 = l3_bytes > 0 && l3_gbs > 0 && bytes <= kL3Share * l3_bytes;  // as roofline() decides
+        const double level_gbs = l3 ? l3_gbs : dram_gbs;
+        std::fprintf(table, "%-5s decode %s T=%lld: reads %.1f MB per step, %.1f GB/s = %.0f%% of the %s read bandwidth\n",
+                     r.impl.c_str(), r.dtype.c_str(), static_cast<long long>(r.T), bytes * 1e-6, gbs,
+                     level_gbs > 0 ? 100.0 * gbs / level_gbs : 0.0, l3 ? "L3" : "DRAM");
+      }
+    std::fflush(table);
+  };
+  const size_t first = measure(o);
+  report(o, first, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  if (o.paper && o.shape == "paper") {
+    BenchOptions real = with_shape(o, *find_shape(kPaperRealShape));
+    real.phases.clear();
+    for (const auto& p : o.phases)
+      if (p != "backward") real.phases.push_back(p);
+    if (!real.phases.empty()) {
+      const auto t0 = std::chrono::steady_clock::now();
+      const size_t at = measure(real);
+      std::fprintf(table, "\n");
+      report(real, at, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
+  }
   if (!o.json.empty()) write_json(o.json, o, peak, machine, pool.size(), cpu, results);
-  if (!o.plot.empty()) {
-    write_plot(o.plot, o, pool.size(), cpu, results);
+  if (!o.plot.empty()) {  // the paper's shape (or the one asked for) only
+    std::vector<Result> own;
+    for (const Result& r : results)
+      if (r.shape == o.shape) own.push_back(r);
+    write_plot(o.plot, o, pool.size(), cpu, own);
     std::fprintf(table, "speed-up chart written to %s\n", o.plot.c_str());
   }
   return 0;
@@ -644,7 +699,9 @@ Command add_bench_command(CLI::App& app) {
       "NSA against full attention: forward, backward and decode-step times, speed-ups, GFLOP/s and % of "
       "the measured FMA peak, beside the paper's speed-ups");
   sub->add_option("--tokens", options->tokens, "sequence lengths T (default 16384)")->delimiter(',');
-  sub->add_flag("--paper", options->paper, "T = 8192,16384,32768,65536 (the paper's Figure 6 / Table 4)");
+  sub->add_flag("--paper", options->paper,
+                "T = 8192,16384,32768,65536 (the paper's Figure 6 / Table 4); at the paper's shape, then the forward and "
+                "decode again at llama3-8b's");
   std::string shape_names;
   for (const ShapePreset& s : kShapes) shape_names += std::string(shape_names.empty() ? "" : ", ") + s.name;
   auto shape = std::make_shared<std::string>();
@@ -673,16 +730,14 @@ Command add_bench_command(CLI::App& app) {
             if (!shape->empty()) {
               for (const char* flag : {"--heads", "--kv-heads", "--dk", "--dv"})
                 if (sub->count(flag)) throw Error(std::string("bench: give --shape or ") + flag + ", not both");
-              const ShapePreset* found = nullptr;
-              for (const ShapePreset& s : kShapes)
-                if (*shape == s.name) found = &s;
+              const ShapePreset* found = find_shape(*shape);
               if (!found) throw Error("bench: unknown --shape '" + *shape + "'");
-              o.heads = found->heads;
-              o.kv_heads = found->kv_heads;
-              o.d_k = found->d_k;
-              o.d_v = found->d_v;
+              o = with_shape(o, *found);
+            } else if (o.heads != 16 || o.kv_heads != 1 || o.d_k != 192 || o.d_v != 128) {
+              o.shape = "custom";
             }
             if (o.paper && sub->count("--phases") == 0) o.phases = {"forward", "backward", "decode"};
+            if (o.paper && sub->count("--tokens") == 0) o.tokens = {8192, 16384, 32768, 65536};
             return run_bench(o);
           }};
 }
