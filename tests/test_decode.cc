@@ -443,3 +443,27 @@ TEST(Decode, DenseDecodeStepAllHeadsOddShapes) {
 
 }  // namespace
 }  // namespace nsa
+
+namespace nsa {
+namespace {
+
+// nsa::tokens_read, the one count of what a query reads: compressed blocks visible at t,
+// the chosen blocks' tokens up to t (the last one partial), the window; -1 ends the list.
+TEST(Decode, TokensReadCountsEachBranch) {
+  const Config c;  // l=32 d=16 l'=64 n=16 w=512
+  const std::int32_t sel[16] = {0, 3, 9, 10, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  const index_t t = 700;  // block 10 covers 640..703: 61 of its tokens are <= t
+  const TokensRead r = tokens_read(c, t, sel);
+  EXPECT_EQ(r.cmp, c.visible_cmp_blocks(t));
+  EXPECT_EQ(r.cmp, (t + 1 - 32) / 16 + 1);
+  EXPECT_EQ(r.slc, 3 * 64 + 61);
+  EXPECT_EQ(r.win, 512);
+  EXPECT_EQ(r.total(), r.cmp + r.slc + r.win);
+  const std::int32_t first[16] = {0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+  EXPECT_EQ(tokens_read(c, 5, first).slc, 6);  // t < l': the first block up to t
+  EXPECT_EQ(tokens_read(c, 5, first).cmp, 0);  // no complete compression block yet
+  EXPECT_EQ(tokens_read(c, 5, first).win, 6);
+}
+
+}  // namespace
+}  // namespace nsa

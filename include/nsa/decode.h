@@ -102,6 +102,12 @@ struct TokensRead {
   index_t total() const { return cmp + slc + win; }
 };
 
+// What query t (its position in the sequence) of one kv group reads with the chosen
+// selection blocks sel[0 .. top_n) (ascending, -1 padded): the visible compressed blocks,
+// the chosen blocks' tokens up to t, the window (the paper's measure: a token two
+// branches read counts in both). The one count the cache, `nsa inspect` and the tests use.
+TokensRead tokens_read(const Config& config, index_t t, const std::int32_t* sel);
+
 struct DecodeMemory {
   std::size_t bytes = 0;         // everything the cache holds (chunks, phi weights, tables)
   std::size_t chunk_bytes = 0;   // one chunk

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/gelu.h"
 #include "nsa/thread_pool.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -21,9 +22,6 @@ namespace nsa::cpu::HWY_NAMESPACE {
 
 // (block, kv head) pairs compressed together: X is pairs x l*dim floats.
 constexpr index_t kPairsPerTask = 32;
-
-// Exact GELU, x * Phi(x).
-inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 
 // Compresses pairs [p0, p1) (pair p = global block * H_kv + kv head) into out + p * dim.
 // T: float, or bf16 raw tokens (widened as X is gathered; weights and X are fp32).
@@ -73,7 +71,7 @@ void CompressPairs(const Config& config, const Problem& p, const TensorView<cons
       MatMulABt(x.data(), width, np, phi.w1, width, hidden, width, hid.data(), hidden);
       for (index_t pi = 0; pi < np; ++pi)
         for (index_t j = 0; j < hidden; ++j)
-          hid[pi * hidden + j] = Gelu(hid[pi * hidden + j] + phi.b1[j]);
+          hid[pi * hidden + j] = nsa::gelu(hid[pi * hidden + j] + phi.b1[j]);
       MatMulABt(hid.data(), hidden, np, phi.w2, hidden, dim, hidden, o, dim);
       for (index_t pi = 0; pi < np; ++pi)
         for (index_t c = 0; c < dim; ++c) o[pi * dim + c] += phi.b2[c];

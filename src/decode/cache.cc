@@ -50,16 +50,6 @@ PhiWeights<float> copy_phi(const Config& config, const PhiWeights<float>& w, ind
   return out;
 }
 
-// The reads of query t with the chosen blocks sel[0..n) (-1 padded).
-TokensRead count_reads(const Config& config, index_t t, const std::int32_t* sel) {
-  TokensRead r;
-  r.cmp = config.visible_cmp_blocks(t);
-  for (index_t k = 0; k < config.top_n() && sel[k] >= 0; ++k)
-    r.slc += std::min<index_t>(config.sel_block(), t + 1 - sel[k] * index_t{config.sel_block()});
-  r.win = std::min<index_t>(config.window(), t + 1);
-  return r;
-}
-
 bool same_view(const TensorView<const float>& a, const TensorView<const float>& b) {
   return a.data == b.data && a.shape == b.shape && a.stride == b.stride;
 }
@@ -405,7 +395,7 @@ void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> 
   for (index_t t = 0; t < T; ++t)
     for (index_t h = 0; h < H_kv; ++h) {
       const std::int32_t* sel = saved.sel_blocks.data() + (t * H_kv + h) * n;
-      const TokensRead r = count_reads(st.config, t, sel);
+      const TokensRead r = nsa::tokens_read(st.config, t, sel);
       read += r.total();
       if (t == T - 1) {
         fresh.read[h] = r;
@@ -497,6 +487,15 @@ DecodeMemory DecodeCache::memory() const {
   }
   m.bytes = bytes + static_cast<std::size_t>(m.chunks) * m.chunk_bytes;
   return m;
+}
+
+TokensRead tokens_read(const Config& config, index_t t, const std::int32_t* sel) {
+  TokensRead r;
+  r.cmp = config.visible_cmp_blocks(t);
+  for (index_t k = 0; k < config.top_n() && sel[k] >= 0; ++k)
+    r.slc += std::min<index_t>(config.sel_block(), t + 1 - sel[k] * index_t{config.sel_block()});
+  r.win = std::min<index_t>(config.window(), t + 1);
+  return r;
 }
 
 }  // namespace nsa

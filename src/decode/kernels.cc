@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "common/gelu.h"
+
 namespace nsa::decode {
 
 float dot(const float* a, const float* b, index_t n) {
@@ -25,8 +27,6 @@ namespace {
 inline void axpy(float a, const float* __restrict x, float* __restrict y, index_t n) {
   for (index_t c = 0; c < n; ++c) y[c] += a * x[c];
 }
-
-inline float gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
 
 }  // namespace
 

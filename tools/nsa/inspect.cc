@@ -20,6 +20,7 @@
 #include "model/data/needle.h"
 #include "model/training/checkpoint_io.h"
 #include "model_options.h"
+#include "nsa/decode.h"
 #include "nsa/error.h"
 #include "nsa/thread_pool.h"
 #include "plot/matrix_image.h"
@@ -44,15 +45,6 @@ struct InspectOptions {
   std::uint64_t seed = 1;
   int threads = 0;
 };
-
-// Tokens one query at position t of one kv group reads (the paper's measure; overlaps
-// counted in each branch): visible compressed blocks + tokens of the chosen blocks + window.
-index_t tokens_read_at(const Config& c, index_t t, const std::int32_t* chosen, int top_n) {
-  index_t slc = 0;
-  for (int i = 0; i < top_n; ++i)
-    if (chosen[i] >= 0) slc += std::min<index_t>(c.sel_block(), t + 1 - static_cast<index_t>(chosen[i]) * c.sel_block());
-  return c.visible_cmp_blocks(t) + slc + std::min<index_t>(c.window(), t + 1);
-}
 
 int run_inspect(const InspectOptions& o) {
   if (o.checkpoint.empty()) throw Error("inspect: give a checkpoint (nsa inspect CHECKPOINT)");
@@ -143,7 +135,7 @@ int run_inspect(const InspectOptions& o) {
     std::printf("  t=%-6lld blocks", static_cast<long long>(t));
     for (int i = 0; i < top_n; ++i)
       if (chosen[i] >= 0) std::printf(" %d", chosen[i]);
-    std::printf("   tokens read %lld (full attention: %lld)\n", static_cast<long long>(tokens_read_at(config, t, chosen, top_n)),
+    std::printf("   tokens read %lld (full attention: %lld)\n", static_cast<long long>(tokens_read(config, t, chosen).total()),
                 static_cast<long long>(t + 1));
   }
 

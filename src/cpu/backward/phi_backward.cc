@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/gelu.h"
 #include "nsa/thread_pool.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -31,14 +32,6 @@ namespace nsa::cpu::HWY_NAMESPACE {
 namespace {
 
 constexpr index_t kPairsPerChunk = 32;
-
-// Exact GELU x Phi(x) and its derivative Phi(x) + x phi(x).
-inline float Gelu(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-inline float GeluGrad(float x) {
-  const float cdf = 0.5f * (1.0f + std::erf(x * 0.70710678118654752f));
-  const float pdf = 0.39894228040143268f * std::exp(-0.5f * x * x);
-  return cdf + x * pdf;
-}
 
 // Offsets of each parameter gradient inside one flat partial buffer.
 struct ParamLayout {
@@ -108,12 +101,12 @@ void BackwardPairs(const Config& config, const Problem& p, const TensorView<cons
       for (index_t j = 0; j < hidden; ++j) {
         float& v = a[pi * hidden + j];
         v += phi.b1[j];
-        h[pi * hidden + j] = Gelu(v);
+        h[pi * hidden + j] = nsa::gelu(v);
       }
     AddColumnSums(d_out, np, dim, part + L.b2);
     GemmAcc(d_out, 1, dim, h.data(), hidden, dim, np, hidden, part + L.w2, hidden);  // dW2 += dOut^T h
     GemmAcc(d_out, dim, 1, phi.w2, hidden, np, dim, hidden, dh.data(), hidden);      // dh = dOut W2
-    for (size_t i = 0; i < dh.size(); ++i) dh[i] *= GeluGrad(a[i]);                  // da
+    for (size_t i = 0; i < dh.size(); ++i) dh[i] *= nsa::gelu_grad(a[i]);                  // da
     AddColumnSums(dh.data(), np, hidden, part + L.b1);
     GemmAcc(dh.data(), 1, hidden, x.data(), width, hidden, np, width, part + L.w1, width);  // dW1 += da^T X
     GemmAcc(dh.data(), hidden, 1, phi.w1, width, np, hidden, width, dx, width);            // dX = da W1
