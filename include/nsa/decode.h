@@ -82,6 +82,9 @@ struct DecodeShape {
                                     //   chunks cost 12% more at T = 65536); must be a
                                     //   multiple of sel_block
   CacheStorage storage = CacheStorage::fp32;
+  index_t max_pages = 0;            // memory budget in chunks (pages) of the whole cache,
+                                    //   all sequences; 0 = no limit. A call that would need
+                                    //   more throws nsa::Error and changes nothing
 };
 
 // The tokens given to prefill (B = 1, T = prompt length) or step (B = sequences, T = 1).
@@ -112,7 +115,9 @@ struct DecodeMemory {
   std::size_t bytes = 0;         // everything the cache holds (chunks, phi weights, tables)
   std::size_t chunk_bytes = 0;   // one chunk
   index_t chunk_tokens = 0;      // tokens per chunk
-  index_t chunks = 0;            // chunks allocated, all sequences
+  index_t chunks = 0;            // chunks (pages) in use, all sequences; a shared one once
+  index_t shared_chunks = 0;     // chunks held by more than one sequence (fork)
+  index_t max_chunks = 0;        // DecodeShape::max_pages (0: no limit)
   index_t tokens = 0;            // tokens stored, all sequences
   // Bytes of one stored token once chunks are full: chunk_bytes / chunk_tokens.
   double bytes_per_token() const {
@@ -156,6 +161,19 @@ class DecodeCache {
 
   // Empties sequence `seq` and releases its storage.
   void reset(index_t seq);
+
+  // Makes the empty sequence `dst` a copy of `src` (its tokens, compressed blocks and last
+  // selection) that shares src's chunks instead of copying them: a common prefix (a system
+  // prompt, a conversation's history) is stored once. A shared chunk is copied when either
+  // sequence first writes into it (copy on write), so the two then diverge independently.
+  // Throws when dst holds tokens (reset it first) or src == dst.
+  void fork(index_t src, index_t dst);
+
+  // Keeps the first `tokens` tokens of `seq` (0 <= tokens <= position) and drops the rest,
+  // releasing the chunks past them: the rollback of rejected speculative tokens, or of an
+  // edited turn. The next token is then position `tokens`; tokens_read / selected_blocks
+  // read as after append until the next step.
+  void truncate(index_t seq, index_t tokens);
 
   index_t position(index_t seq) const;  // tokens stored = the position of the next token
   index_t num_cmp_blocks(index_t seq) const;

@@ -1,5 +1,6 @@
 // DecodeCache: construction, validation, prefill / append / step, accessors.
 #include <algorithm>
+#include <limits>
 #include <cstring>
 #include <string>
 
@@ -102,6 +103,15 @@ void check_room(const DecodeCache::State& st, const DecodeSequence& q, index_t s
                 str(more) + " more would exceed max_tokens = " + str(st.shape.max_tokens));
 }
 
+// Throws, before anything changes, when the pool cannot supply `pages` more pages.
+void check_budget(const DecodeCache::State& st, index_t pages, const char* what) {
+  if (pages <= st.pool.available()) return;
+  const double mb = static_cast<double>(st.pool.page_bytes()) * 1e-6;
+  throw Error(std::string(what) + ": the cache's memory budget is exceeded: this call needs " + str(pages) +
+              " more pages of " + std::to_string(mb) + " MB, " + str(st.pool.available()) + " of max_pages = " +
+              str(st.pool.max_pages()) + " are free (reset, truncate or release a sequence, or raise max_pages)");
+}
+
 // Runs the decode step of token index `tok` of the views for the sequences ids[0..count)
 // (sequence b's inputs at batch item b). The caller has validated everything.
 void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const DecodeTokens& x,
@@ -109,7 +119,7 @@ void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const D
   const index_t H_kv = st.shape.kv_heads, G = st.group;
   for (index_t b = 0; b < count; ++b) {
     DecodeSequence& q = st.seqs[ids[b]];
-    st.reserve(q, q.pos + 1);
+    st.prepare_write(q, q.pos + 1);  // the budget was checked for the whole call
   }
   if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
   const TensorView<const float>* ks[kNumBranches] = {&x.k_cmp, &x.k_slc, &x.k_win};
@@ -197,10 +207,10 @@ void store_raw(const DecodeCache::State& st, DecodeSequence& q, const DecodeToke
       }
 }
 
-// Empty sequence tables sized for the shape.
-void init_sequence(const DecodeCache::State& st, DecodeSequence& q) {
+// Empty sequence tables sized for the shape; q's pages go back to the pool.
+void init_sequence(DecodeCache::State& st, DecodeSequence& q) {
+  st.release_pages(q, 0);
   q.pos = q.num_cmp = 0;
-  q.chunks.clear();
   q.read.assign(static_cast<size_t>(st.shape.kv_heads), TokensRead{});
   q.sel.assign(static_cast<size_t>(st.shape.kv_heads * st.config.top_n()), -1);
 }
@@ -281,6 +291,8 @@ DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeight
                 " must be a multiple of key/value heads H_kv = " + str(s.kv_heads));
   if (s.max_seqs <= 0) throw Error("DecodeShape: max_seqs must be positive, got " + str(s.max_seqs));
   if (s.max_tokens < 0) throw Error("DecodeShape: max_tokens must be >= 0 (0 = unbounded), got " + str(s.max_tokens));
+  if (s.max_pages < 0 || s.max_pages > std::numeric_limits<std::int32_t>::max())
+    throw Error("DecodeShape: max_pages must be >= 0 (0 = no limit) and below 2^31, got " + str(s.max_pages));
   if (s.storage != CacheStorage::fp32 && s.storage != CacheStorage::bf16)
     throw Error("DecodeShape: storage must be CacheStorage::fp32 or CacheStorage::bf16, got " +
                 str(static_cast<int>(s.storage)));
@@ -308,6 +320,7 @@ DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeight
   off_vc = off;
   off += s.kv_heads * cmp_per_chunk * s.d_v;
   chunk_elems = off;
+  pool = decode::PagePool(static_cast<std::size_t>(chunk_elems * elem_bytes), s.max_pages);
   scale = static_cast<float>(c.scale_for(s.d_k));
 
   phi_k = copy_phi(c, pk, s.d_k, "phi_k", is_bf16(), phi_k_buf);
@@ -330,10 +343,51 @@ std::unique_ptr<DecodeCache::State> DecodeCache::State::empty_copy() const {
   return std::make_unique<State>(config, s, phi_k, phi_v);
 }
 
-void DecodeCache::State::reserve(DecodeSequence& q, index_t tokens) const {
+// The first page that storing tokens from q.pos on writes: the page of token q.pos, or an
+// earlier one holding the compressed block q.num_cmp (it completes in a later page).
+static index_t first_written_page(const DecodeCache::State& st, const DecodeSequence& q) {
+  return std::min(q.pos / st.chunk, q.num_cmp / st.cmp_per_chunk);
+}
+
+index_t DecodeCache::State::pages_needed(const DecodeSequence& q, index_t tokens,
+                                         std::vector<std::pair<std::int32_t, std::int32_t>>* copies) const {
+  const index_t have = static_cast<index_t>(q.pages.size()), need = (tokens + chunk - 1) / chunk;
+  index_t n = std::max<index_t>(0, need - have);
+  for (index_t p = first_written_page(*this, q); p < have; ++p) {
+    const std::int32_t id = q.pages[static_cast<size_t>(p)];
+    std::int32_t* done = nullptr;  // copies of this page earlier in the call
+    if (copies != nullptr) {
+      for (auto& [page, count] : *copies)
+        if (page == id) done = &count;
+      if (done == nullptr) done = &copies->emplace_back(id, 0).second;
+    }
+    if (pool.refs(id) - (done ? *done : 0) > 1) {
+      ++n;
+      if (done) ++*done;
+    }
+  }
+  return n;
+}
+
+void DecodeCache::State::prepare_write(DecodeSequence& q, index_t tokens) {
+  const index_t have = static_cast<index_t>(q.pages.size());
+  for (index_t p = first_written_page(*this, q); p < have; ++p) {
+    std::int32_t& id = q.pages[static_cast<size_t>(p)];
+    if (pool.refs(id) <= 1) continue;
+    const std::int32_t copy = pool.take();
+    std::memcpy(pool.data(copy), pool.data(id), pool.page_bytes());
+    pool.release(id);
+    id = copy;
+  }
   const auto need = static_cast<size_t>((tokens + chunk - 1) / chunk);
-  while (q.chunks.size() < need)
-    q.chunks.push_back(std::unique_ptr<std::byte[]>(new std::byte[static_cast<size_t>(chunk_elems * elem_bytes)]));
+  while (q.pages.size() < need) q.pages.push_back(pool.take());
+}
+
+void DecodeCache::State::release_pages(DecodeSequence& q, size_t keep) {
+  while (q.pages.size() > keep) {
+    pool.release(q.pages.back());
+    q.pages.pop_back();
+  }
 }
 
 DecodeSequence& DecodeCache::State::sequence(index_t seq, const char* what) {
@@ -368,6 +422,7 @@ void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> 
   check_tokens(st, x, 1, T, true);
   check_out(st, out, 1, T);
   check_room(st, q, seq, T);
+  check_budget(st, st.pages_needed(q, q.pos + T), "prefill");
 
   if (q.pos > 0) {  // continue a sequence: token by token, the decode path
     for (index_t tok = 0; tok < T; ++tok) run_step(st, &seq, 1, x, tok, out, pool);
@@ -379,9 +434,10 @@ void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> 
   else
     forward_fp32(st, x, out, saved, pool);
 
+  init_sequence(st, q);  // empty already (pos = 0); its pages, if any, go back first
   DecodeSequence fresh;
   init_sequence(st, fresh);
-  st.reserve(fresh, T);
+  st.prepare_write(fresh, T);
   store_raw(st, fresh, x, T);
   const index_t H_kv = st.shape.kv_heads, n = st.config.top_n(), N = st.config.num_cmp_blocks(T);
   for (index_t i = 0; i < N; ++i)
@@ -415,7 +471,8 @@ void DecodeCache::append(index_t seq, const DecodeTokens& x, ThreadPool& pool) {
   if (T == 0) return;
   check_tokens(st, x, 1, T, false);
   check_room(st, q, seq, T);
-  st.reserve(q, q.pos + T);
+  check_budget(st, st.pages_needed(q, q.pos + T), "append");
+  st.prepare_write(q, q.pos + T);
   store_raw(st, q, x, T);
   const index_t first = q.num_cmp, last = st.config.num_cmp_blocks(q.pos + T), H_kv = st.shape.kv_heads;
   if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
@@ -434,17 +491,50 @@ void DecodeCache::step(const index_t* seqs, index_t count, const DecodeTokens& x
   if (count <= 0) throw Error("step: the number of sequences must be positive, got " + str(count));
   if (seqs == nullptr) throw Error("step: the sequence id array is null");
   std::vector<std::uint8_t> seen(st.seqs.size(), 0);
+  index_t pages = 0;
+  std::vector<std::pair<std::int32_t, std::int32_t>> copies;  // shared pages copied by this step
   for (index_t b = 0; b < count; ++b) {
     const DecodeSequence& q = st.sequence(seqs[b], "step");
     if (seen[seqs[b]]++) throw Error("step: sequence id " + str(seqs[b]) + " is listed twice");
     check_room(st, q, seqs[b], 1);
+    pages += st.pages_needed(q, q.pos + 1, &copies);
   }
+  check_budget(st, pages, "step");
   check_tokens(st, x, count, 1, true);
   check_out(st, out, count, 1);
   run_step(st, seqs, count, x, 0, out, pool);
 }
 
 void DecodeCache::reset(index_t seq) { init_sequence(*state_, state_->sequence(seq, "reset")); }
+
+void DecodeCache::fork(index_t src, index_t dst) {
+  State& st = *state_;
+  const DecodeSequence& from = st.sequence(src, "fork");
+  DecodeSequence& to = st.sequence(dst, "fork");
+  if (src == dst) throw Error("fork: source and destination are the same sequence " + str(src));
+  if (to.pos > 0)
+    throw Error("fork: destination sequence " + str(dst) + " holds " + str(to.pos) + " tokens; reset it first");
+  init_sequence(st, to);
+  to.pages = from.pages;
+  for (std::int32_t id : to.pages) st.pool.retain(id);
+  to.pos = from.pos;
+  to.num_cmp = from.num_cmp;
+  to.read = from.read;
+  to.sel = from.sel;
+}
+
+void DecodeCache::truncate(index_t seq, index_t tokens) {
+  State& st = *state_;
+  DecodeSequence& q = st.sequence(seq, "truncate");
+  if (tokens < 0 || tokens > q.pos)
+    throw Error("truncate: sequence " + str(seq) + " holds " + str(q.pos) + " tokens, cannot keep " + str(tokens));
+  if (tokens == q.pos) return;
+  st.release_pages(q, static_cast<size_t>((tokens + st.chunk - 1) / st.chunk));
+  q.pos = tokens;
+  q.num_cmp = st.config.num_cmp_blocks(tokens);
+  std::fill(q.read.begin(), q.read.end(), TokensRead{});
+  std::fill(q.sel.begin(), q.sel.end(), -1);
+}
 
 index_t DecodeCache::position(index_t seq) const { return state_->sequence(seq, "position").pos; }
 
@@ -480,11 +570,13 @@ DecodeMemory DecodeCache::memory() const {
   for (const auto* bufs : {st.phi_k_buf, st.phi_v_buf})
     for (int i = 0; i < 6; ++i) bytes += bufs[i].capacity() * sizeof(float);
   for (const DecodeSequence& q : st.seqs) {
-    m.chunks += static_cast<index_t>(q.chunks.size());
     m.tokens += q.pos;
-    bytes += sizeof(DecodeSequence) + q.chunks.capacity() * sizeof(q.chunks[0]) +
+    bytes += sizeof(DecodeSequence) + q.pages.capacity() * sizeof(q.pages[0]) +
              q.read.capacity() * sizeof(TokensRead) + q.sel.capacity() * sizeof(std::int32_t);
   }
+  m.chunks = st.pool.in_use();
+  m.shared_chunks = st.pool.shared();
+  m.max_chunks = st.pool.max_pages();
   m.bytes = bytes + static_cast<std::size_t>(m.chunks) * m.chunk_bytes;
   return m;
 }

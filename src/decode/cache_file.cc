@@ -317,13 +317,19 @@ void DecodeCache::load(const std::string& path) {
     fail((file_size < hsize + expect ? "truncated: expected " : "corrupted: trailing bytes, expected ") +
          std::to_string(hsize + expect) + " bytes, the file has " + std::to_string(file_size));
 
-  // Payload, into a fresh state.
+  // Payload, into a fresh state (shared chunks were saved once per sequence: they load
+  // unshared, which the cache's budget must hold).
   std::unique_ptr<State> fresh = st.empty_copy();
+  index_t pages = 0;
+  for (index_t i = 0; i < s.max_seqs; ++i) pages += (m.positions[i] + st.chunk - 1) / st.chunk;
+  if (pages > fresh->pool.available())
+    fail("needs " + std::to_string(pages) + " chunks, more than this cache's max_pages = " +
+         std::to_string(st.shape.max_pages));
   std::uint64_t hash = fnv1a64(nullptr, 0);
   bool ok = true;
   for (index_t i = 0; i < s.max_seqs; ++i) {
     DecodeSequence& q = fresh->seqs[static_cast<size_t>(i)];
-    fresh->reserve(q, m.positions[i]);
+    fresh->prepare_write(q, m.positions[i]);
     for_each_run(*fresh, q, m.positions[i], [&](std::byte* p, index_t n) {
       const std::size_t nb = static_cast<std::size_t>(n * fresh->elem_bytes);
       if (!ok) return;

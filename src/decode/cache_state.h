@@ -1,8 +1,9 @@
 // DecodeCache::State: the layout of the decode cache (see include/nsa/decode.h).
 //
-// A sequence owns a list of chunks; chunk c holds tokens [c*C, (c+1)*C) and compressed
-// blocks [c*C/d, (c+1)*C/d). A chunk is raw bytes holding elements of the cache's storage
-// type (fp32 or bf16), laid out stream after stream:
+// A sequence lists its chunks, pages of the cache's PagePool (decode/page_pool.h: shared by
+// forked sequences, copied on write, a free list, a budget); chunk c holds tokens
+// [c*C, (c+1)*C) and compressed blocks [c*C/d, (c+1)*C/d). A chunk is raw bytes holding
+// elements of the cache's storage type (fp32 or bf16), laid out stream after stream:
 //   raw K streams  (1 when shared, else cmp, slc, win)  each [H_kv, C, d_k]
 //   raw V streams  (likewise)                           each [H_kv, C, d_v]
 //   Kc [H_kv, C/d, d_k], Vc [H_kv, C/d, d_v]
@@ -14,10 +15,12 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "cpu/block_scores.h"
 #include "decode/kernels.h"
+#include "decode/page_pool.h"
 #include "nsa/decode.h"
 
 namespace nsa {
@@ -25,7 +28,7 @@ namespace nsa {
 struct DecodeSequence {
   index_t pos = 0;      // tokens stored
   index_t num_cmp = 0;  // compressed blocks stored = N_cmp(pos)
-  std::vector<std::unique_ptr<std::byte[]>> chunks;
+  std::vector<std::int32_t> pages;   // page table: chunk c is page pages[c] of the pool
   std::vector<TokensRead> read;      // [H_kv] of the last token
   std::vector<std::int32_t> sel;     // [H_kv, top_n] of the last token, -1 padded
 };
@@ -94,6 +97,7 @@ struct DecodeCache::State {
   std::uint64_t phi_fingerprint = 0;
 
   std::vector<DecodeSequence> seqs;
+  decode::PagePool pool;  // every sequence's chunks
   std::int64_t total_read = 0;
   std::vector<DecodeScratch> scratch;  // one per worker
   std::vector<decode::TokenWork> work;  // one per (sequence, kv head) of the current step
@@ -120,7 +124,7 @@ struct DecodeCache::State {
     return at(q, i / cmp_per_chunk, off_vc + (h * cmp_per_chunk + i % cmp_per_chunk) * shape.d_v);
   }
   std::byte* at(const DecodeSequence& q, index_t chunk_index, index_t element) const {
-    return q.chunks[static_cast<size_t>(chunk_index)].get() + element * elem_bytes;
+    return pool.data(q.pages[static_cast<size_t>(chunk_index)]) + element * elem_bytes;
   }
   // Stores n fp32 values at dst in the storage type (bf16: rounded to nearest even).
   void put(std::byte* dst, const float* src, index_t n) const {
@@ -138,8 +142,20 @@ struct DecodeCache::State {
   }
   // x as the cache computes with it: rounded to bf16 in a bf16 cache (q, gates).
   float rounded(float x) const { return is_bf16() ? static_cast<float>(bf16(x)) : x; }
-  // Allocates chunks until sequence q can hold `tokens` tokens.
-  void reserve(DecodeSequence& q, index_t tokens) const;
+  // Pages that prepare_write(q, tokens) takes from the pool: the shared pages it copies and
+  // the new ones. Callers check the sum over a call's sequences against pool.available()
+  // before changing anything (check_budget), so a call either fits or changes nothing.
+  // copies (may be null): the copies earlier sequences of the same call will make, by page
+  // id; updated. A page shared by two sequences that both write it is copied once: the
+  // second then holds it alone.
+  index_t pages_needed(const DecodeSequence& q, index_t tokens,
+                       std::vector<std::pair<std::int32_t, std::int32_t>>* copies = nullptr) const;
+  // Makes sequence q writable up to `tokens` tokens: copies every shared page that storing
+  // tokens q.pos .. tokens - 1 and their compressed blocks would write (copy on write), then
+  // takes new pages until q holds `tokens`.
+  void prepare_write(DecodeSequence& q, index_t tokens);
+  // Drops q's pages from index `keep` on.
+  void release_pages(DecodeSequence& q, size_t keep);
   DecodeSequence& sequence(index_t seq, const char* what);
   const DecodeSequence& sequence(index_t seq, const char* what) const;
 };

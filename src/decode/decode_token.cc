@@ -96,7 +96,7 @@ void begin_token(const DecodeCache::State& st, TokenWork& w, index_t parts, Deco
   DecodeSequence& q = *w.q;
   const index_t t = q.pos, h = w.h;
 
-  // 1. Store K/V of token t (chunks were reserved by the caller).
+  // 1. Store K/V of token t (the caller made its chunks writable: prepare_write).
   for (int b = 0; b < st.kv_streams; ++b) {
     st.put(st.key(q, b, h, t), w.in.k[b], d_k);
     st.put(st.value(q, b, h, t), w.in.v[b], d_v);

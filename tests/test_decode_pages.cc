@@ -1,0 +1,215 @@
+// The decode cache's pages (decode/page_pool.h; DecodeCache::fork, truncate,
+// DecodeShape::max_pages): a forked sequence shares its source's chunks until either writes
+// into one (copy on write) and then decodes exactly as an unshared copy would; truncate
+// rolls a sequence back so that decoding continues as if the dropped tokens never came;
+// the memory budget refuses a call that would exceed it, naming the budget, and leaves
+// everything as it was; save/load of forked sequences; bad arguments.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "nsa/decode.h"
+#include "nsa/nsa.h"
+#include "test_cpu_util.h"
+#include "test_decode_util.h"
+#include "testing/random_problem.h"
+
+namespace nsa {
+namespace {
+
+using cpu_test::small_options;
+using decode_test::StepBatch;
+using testing::ProblemShape;
+using testing::RandomNsaProblem;
+
+constexpr index_t kH = 4, kHkv = 2, kD = 16, kChunk = 32;  // chunks of 32 tokens (2 selection blocks)
+
+struct Fixture {
+  Config config{small_options()};
+  RandomNsaProblem a, b;  // two token streams of 100 tokens; one phi (a's)
+  Fixture() : a(config, shape(11)), b(config, shape(12)) {}
+
+  static ProblemShape shape(std::uint64_t seed) {
+    ProblemShape s;
+    s.heads = kH;
+    s.kv_heads = kHkv;
+    s.d_k = s.d_v = kD;
+    s.shared_kv = false;
+    s.seqlens = {100};
+    s.seed = seed;
+    return s;
+  }
+  DecodeCache cache(index_t max_seqs, index_t max_pages = 0) const {
+    DecodeShape ds{kH, kHkv, kD, kD, false, max_seqs};
+    ds.chunk_tokens = kChunk;
+    ds.max_pages = max_pages;
+    const auto& f = const_cast<RandomNsaProblem&>(a).buffers32();
+    return DecodeCache(config, ds, f.phi_k.weights(), f.phi_v.weights());
+  }
+  // Prefills tokens [0, n) of `prob` into seq.
+  void prefill(DecodeCache& c, index_t seq, const RandomNsaProblem& prob, index_t n, ThreadPool& pool) const {
+    std::vector<float> out(static_cast<size_t>(n * kH * kD));
+    c.prefill(seq, decode_test::prompt_tokens(prob, 0, n), contiguous_view(out.data(), 1, n, kH, kD), pool);
+  }
+  // Steps the sequences ids[i] with token row rows[i] of probs[i]; returns the outputs.
+  std::vector<float> step(DecodeCache& c, const std::vector<index_t>& ids,
+                          const std::vector<const RandomNsaProblem*>& probs, index_t row, ThreadPool& pool) const {
+    StepBatch batch(kH, kHkv, kD, kD, false);
+    for (size_t i = 0; i < ids.size(); ++i) batch.add(*probs[i], ids[i], row);
+    batch.step(c, pool);
+    return batch.out;
+  }
+};
+
+TEST(DecodePages, ForkSharesChunksThenDecodesLikeAnUnsharedCopy) {
+  const Fixture f;
+  ThreadPool pool(2);
+  DecodeCache forked = f.cache(2), plain = f.cache(2);
+  f.prefill(forked, 0, f.a, 40, pool);
+  forked.fork(0, 1);
+  EXPECT_EQ(forked.position(1), 40);
+  EXPECT_EQ(forked.num_cmp_blocks(1), forked.num_cmp_blocks(0));
+  EXPECT_EQ(forked.selected_blocks(1, 1), forked.selected_blocks(0, 1));
+  EXPECT_EQ(forked.memory().chunks, 2);  // 40 tokens: 2 chunks, held by both sequences
+  EXPECT_EQ(forked.memory().shared_chunks, 2);
+  f.prefill(plain, 0, f.a, 40, pool);
+  f.prefill(plain, 1, f.a, 40, pool);
+  EXPECT_EQ(plain.memory().chunks, 4);
+  // The two sequences diverge: seq 0 continues with a's tokens, seq 1 with b's.
+  for (index_t t = 40; t < 100; ++t) {
+    const auto x = f.step(forked, {0, 1}, {&f.a, &f.b}, t, pool);
+    const auto y = f.step(plain, {0, 1}, {&f.a, &f.b}, t, pool);
+    ASSERT_EQ(x, y) << "t=" << t;  // bitwise: the same computation on the same values
+  }
+  // Chunk 0 (tokens 0..31, compressed blocks 0..7) was never written again: still shared.
+  // Chunk 1 (the compressed block 9 of the first step lives there) was copied on write.
+  EXPECT_EQ(forked.memory().shared_chunks, 1);
+  EXPECT_EQ(forked.memory().chunks, 2 * 4 - 1);  // 100 tokens: 4 chunks each, one shared
+  EXPECT_EQ(plain.memory().chunks, 8);
+  // Resetting the source leaves the fork intact.
+  forked.reset(0);
+  plain.reset(0);
+  EXPECT_EQ(forked.memory().shared_chunks, 0);
+  EXPECT_EQ(forked.memory().chunks, 4);
+  EXPECT_EQ(f.step(forked, {1}, {&f.b}, 99, pool), f.step(plain, {1}, {&f.b}, 99, pool));
+}
+
+TEST(DecodePages, TruncateRollsBackAsIfTheTokensNeverCame) {
+  const Fixture f;
+  ThreadPool pool(2);
+  for (const index_t keep : {60, 57, 33, 32, 5, 0}) {  // chunk and block boundaries, and not
+    DecodeCache c = f.cache(1), fresh = f.cache(1);
+    f.prefill(c, 0, f.a, 70, pool);
+    for (index_t t = 70; t < 80; ++t) f.step(c, {0}, {&f.b}, t, pool);  // tokens to be rejected
+    c.truncate(0, keep);
+    EXPECT_EQ(c.position(0), keep);
+    EXPECT_EQ(c.num_cmp_blocks(0), f.config.num_cmp_blocks(keep));
+    EXPECT_EQ(c.memory().chunks, (keep + kChunk - 1) / kChunk);
+    if (keep > 0) f.prefill(fresh, 0, f.a, keep, pool);
+    for (index_t t = keep; t < keep + 20; ++t)
+      ASSERT_EQ(f.step(c, {0}, {&f.a}, t, pool), f.step(fresh, {0}, {&f.a}, t, pool)) << "keep=" << keep << " t=" << t;
+  }
+  // Truncating a fork releases only its own hold on the shared chunks.
+  DecodeCache c = f.cache(2);
+  f.prefill(c, 0, f.a, 64, pool);
+  c.fork(0, 1);
+  c.truncate(1, 20);
+  EXPECT_EQ(c.memory().chunks, 2);
+  EXPECT_EQ(c.memory().shared_chunks, 1);
+  EXPECT_EQ(c.position(0), 64);
+}
+
+TEST(DecodePages, MemoryBudgetRefusesACallAndChangesNothing) {
+  const Fixture f;
+  ThreadPool pool(2);
+  DecodeCache c = f.cache(2, /*max_pages=*/5);
+  f.prefill(c, 0, f.a, 64, pool);  // 2 chunks
+  c.fork(0, 1);                    // still 2
+  f.prefill(c, 1, f.b, 0, pool);   // an empty prompt needs nothing
+  // A step of both: each needs a new chunk (token 64 starts chunk 2), and both write the
+  // compressed block 15 into shared chunk 1: one copy (the second writer then holds the
+  // original alone). 2 + 2 + 1 = 5, exactly the budget.
+  f.step(c, {0, 1}, {&f.a, &f.b}, 64, pool);
+  EXPECT_EQ(c.memory().chunks, 5);
+  EXPECT_EQ(c.memory().shared_chunks, 1);
+  EXPECT_EQ(c.memory().max_chunks, 5);
+  // 40 more tokens for seq 0 would need a sixth chunk: refused, nothing changed.
+  const index_t pos = c.position(0);
+  std::vector<float> out(static_cast<size_t>(40 * kH * kD));
+  try {
+    c.prefill(0, decode_test::prompt_tokens(f.a, pos, 40), contiguous_view(out.data(), 1, 40, kH, kD), pool);
+    ADD_FAILURE() << "a prefill past the budget was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("memory budget"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("max_pages = 5"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(c.position(0), pos);
+  EXPECT_EQ(c.memory().chunks, 5);
+  // A fork that would copy on write past the budget: refused too.
+  DecodeCache d = f.cache(2, 2);
+  f.prefill(d, 0, f.a, 40, pool);
+  d.fork(0, 1);
+  EXPECT_THROW(f.step(d, {0, 1}, {&f.a, &f.b}, 40, pool), Error);
+  EXPECT_EQ(d.position(0), 40);
+  EXPECT_EQ(d.position(1), 40);
+  EXPECT_EQ(d.memory().shared_chunks, 2);
+  // Releasing a sequence makes room; decoding then goes on.
+  d.reset(1);
+  f.step(d, {0}, {&f.a}, 40, pool);
+  EXPECT_EQ(d.position(0), 41);
+}
+
+TEST(DecodePages, SaveAndLoadForkedSequences) {
+  const Fixture f;
+  ThreadPool pool(2);
+  DecodeCache c = f.cache(2);
+  f.prefill(c, 0, f.a, 50, pool);
+  c.fork(0, 1);
+  for (index_t t = 50; t < 60; ++t) f.step(c, {0, 1}, {&f.a, &f.b}, t, pool);
+  const std::string path = ::testing::TempDir() + "/nsa_pages_cache.bin";
+  c.save(path);
+  DecodeCache loaded = f.cache(2);
+  loaded.load(path);
+  EXPECT_EQ(loaded.position(1), 60);
+  EXPECT_EQ(loaded.memory().shared_chunks, 0);  // shared chunks are saved per sequence
+  for (index_t t = 60; t < 70; ++t)
+    ASSERT_EQ(f.step(loaded, {0, 1}, {&f.a, &f.b}, t, pool), f.step(c, {0, 1}, {&f.a, &f.b}, t, pool)) << t;
+  // A budget too small for the file: refused, the cache kept.
+  DecodeCache small = f.cache(2, 3);
+  f.prefill(small, 0, f.b, 10, pool);
+  EXPECT_THROW(small.load(path), DecodeFileError);
+  EXPECT_EQ(small.position(0), 10);
+}
+
+TEST(DecodePages, BadArgumentsAreRefusedNamingThem) {
+  const Fixture f;
+  ThreadPool pool(1);
+  DecodeCache c = f.cache(3);
+  f.prefill(c, 0, f.a, 20, pool);
+  f.prefill(c, 1, f.b, 5, pool);
+  auto expect_error = [](auto call, const std::string& what) {
+    try {
+      call();
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  expect_error([&] { c.fork(0, 1); }, "destination sequence 1 holds 5 tokens; reset it first");
+  expect_error([&] { c.fork(0, 0); }, "same sequence 0");
+  expect_error([&] { c.fork(0, 7); }, "unknown sequence id 7");
+  expect_error([&] { c.truncate(0, 21); }, "holds 20 tokens, cannot keep 21");
+  expect_error([&] { c.truncate(0, -1); }, "cannot keep -1");
+  DecodeShape bad{kH, kHkv, kD, kD, false, 1};
+  bad.max_pages = -2;
+  const auto& w = const_cast<RandomNsaProblem&>(f.a).buffers32();
+  expect_error([&] { DecodeCache(f.config, bad, w.phi_k.weights(), w.phi_v.weights()); }, "max_pages must be >= 0");
+  EXPECT_EQ(c.position(0), 20);
+  EXPECT_EQ(c.position(1), 5);
+}
+
+}  // namespace
+}  // namespace nsa
