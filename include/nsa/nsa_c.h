@@ -76,8 +76,12 @@ typedef struct nsa_decode_shape {
   int64_t max_seqs;     /* sequence ids 0 .. max_seqs - 1 */
   int64_t max_tokens;   /* per sequence; 0 = unbounded */
   int64_t chunk_tokens; /* growth granularity; 0 = default */
-  int32_t storage;      /* nsa_cache_storage: NSA_CACHE_FP32 (0) or NSA_CACHE_BF16 (1); last,
-                           so positional initialisers written before it still mean fp32 */
+  int32_t storage;      /* nsa_cache_storage: NSA_CACHE_FP32 (0) or NSA_CACHE_BF16 (1); after
+                           the fields above, so positional initialisers written before it
+                           still mean fp32 */
+  int64_t max_pages;    /* memory budget in chunks of the whole cache; 0 = no limit. A call
+                           that would need more fails (NSA_ERR_INVALID_ARGUMENT, the
+                           message names the budget) and changes nothing */
 } nsa_decode_shape;
 
 typedef struct nsa_decode_tokens {
@@ -118,6 +122,12 @@ nsa_status nsa_decode_append(nsa_decode_cache* cache, int64_t seq, int64_t token
 nsa_status nsa_decode_step(nsa_decode_cache* cache, int64_t count, const int64_t* seqs,
                            const nsa_decode_tokens* x, float* out);
 nsa_status nsa_decode_reset(nsa_decode_cache* cache, int64_t seq);
+/* Makes the empty sequence `dst` a copy of `src` sharing its chunks (copied on their first
+ * write): a common prefix stored once. */
+nsa_status nsa_decode_fork(nsa_decode_cache* cache, int64_t src, int64_t dst);
+/* Keeps the first `tokens` tokens of `seq` (0 <= tokens <= its position), dropping the rest:
+ * the rollback of rejected speculative tokens. */
+nsa_status nsa_decode_truncate(nsa_decode_cache* cache, int64_t seq, int64_t tokens);
 
 nsa_status nsa_decode_position(const nsa_decode_cache* cache, int64_t seq, int64_t* position);
 /* Of the last token appended to `seq`, for kv head `kv_head`. */

@@ -175,6 +175,7 @@ nsa_status nsa_decode_create(const nsa_config* config, const nsa_decode_shape* s
     s.max_tokens = shape->max_tokens;
     s.chunk_tokens = shape->chunk_tokens;
     s.storage = shape->storage == NSA_CACHE_BF16 ? nsa::CacheStorage::bf16 : nsa::CacheStorage::fp32;
+    s.max_pages = shape->max_pages;
     auto handle = std::make_unique<nsa_decode_cache>(
         nsa::DecodeCache(nsa::Config(o), s, phi_of(phi_k), phi_of(phi_v)), shape->threads);
     *cache = handle.release();
@@ -229,6 +230,20 @@ nsa_status nsa_decode_reset(nsa_decode_cache* cache, int64_t seq) {
   return guarded([&] {
     need(cache, "cache");
     cache->cache.reset(seq);
+  });
+}
+
+nsa_status nsa_decode_fork(nsa_decode_cache* cache, int64_t src, int64_t dst) {
+  return guarded([&] {
+    need(cache, "cache");
+    cache->cache.fork(src, dst);
+  });
+}
+
+nsa_status nsa_decode_truncate(nsa_decode_cache* cache, int64_t seq, int64_t tokens) {
+  return guarded([&] {
+    need(cache, "cache");
+    cache->cache.truncate(seq, tokens);
   });
 }
 

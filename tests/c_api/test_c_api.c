@@ -251,7 +251,7 @@ int main(int argc, char** argv) {
     memset(&d, 0xff, sizeof d);
     nsa_decode_shape_init(&d);
     CHECK(d.heads == 0 && d.threads == 0 && d.max_seqs == 1 && d.max_tokens == 0 && d.chunk_tokens == 0);
-    CHECK(d.storage == NSA_CACHE_FP32);
+    CHECK(d.storage == NSA_CACHE_FP32 && d.max_pages == 0);
   }
 
   CHECK_STATUS(nsa_decode_create(&config, &shape, &phi_k, &phi_v, &cache), NSA_OK, "");
@@ -308,6 +308,46 @@ int main(int argc, char** argv) {
       CHECK_STATUS(nsa_decode_step(cache, 2, ids, &x, out_a), NSA_OK, "");
       CHECK_STATUS(nsa_decode_step(restored, 2, ids, &x, out_b), NSA_OK, "");
       CHECK(memcmp(out_a, out_b, sizeof(float) * 2 * H * DV) == 0);
+    }
+
+    /* ---- fork and truncate: a fork continues exactly as its source; a truncated sequence
+       continues as it did from that position ---- */
+    {
+      int64_t zero = 0, one = 1, p1 = 0;
+      float* out_c = malloc(sizeof(float) * 2 * H * DV);
+      CHECK_STATUS(nsa_decode_fork(cache, 0, 1), NSA_ERR_INVALID_ARGUMENT, "reset it first");
+      CHECK_STATUS(nsa_decode_reset(cache, 1), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_fork(cache, 0, 1), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_position(cache, 1, &p1), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_position(cache, 0, &pos), NSA_OK, "");
+      CHECK(p1 == pos);
+      x = view(&steps, 0);
+      CHECK_STATUS(nsa_decode_step(cache, 1, &zero, &x, out_a), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_step(cache, 1, &one, &x, out_b), NSA_OK, "");
+      CHECK(memcmp(out_a, out_b, sizeof(float) * H * DV) == 0);
+      CHECK_STATUS(nsa_decode_truncate(cache, 1, p1), NSA_OK, "");
+      CHECK_STATUS(nsa_decode_step(cache, 1, &one, &x, out_c), NSA_OK, "");
+      CHECK(memcmp(out_b, out_c, sizeof(float) * H * DV) == 0);
+      CHECK_STATUS(nsa_decode_truncate(cache, 1, p1 + 5), NSA_ERR_INVALID_ARGUMENT, "cannot keep");
+      CHECK_STATUS(nsa_decode_fork(NULL, 0, 1), NSA_ERR_INVALID_ARGUMENT, "cache is NULL");
+      free(out_c);
+    }
+    {  /* a memory budget of one chunk (the default chunk holds 1024 tokens): refused past it */
+      nsa_decode_shape tight = shape;
+      nsa_decode_cache* small = NULL;
+      int64_t zero = 0;
+      tight.max_pages = 1;
+      tight.max_tokens = 0;
+      tight.max_seqs = 2;
+      CHECK_STATUS(nsa_decode_create(&config, &tight, &phi_k, &phi_v, &small), NSA_OK, "");
+      x = view(&prompt, 0);
+      CHECK_STATUS(nsa_decode_prefill(small, 0, PROMPT, &x, out_prefill), NSA_OK, "");
+      x = view(&steps, 0);
+      CHECK_STATUS(nsa_decode_step(small, 2, ids, &x, out_a), NSA_ERR_INVALID_ARGUMENT, "memory budget");
+      CHECK_STATUS(nsa_decode_position(small, 1, &pos), NSA_OK, "");
+      CHECK(pos == 0);
+      CHECK_STATUS(nsa_decode_step(small, 1, &zero, &x, out_a), NSA_OK, "");
+      nsa_decode_free(small);
     }
 
     /* ---- error paths of the calls ---- */
