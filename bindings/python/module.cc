@@ -497,11 +497,11 @@ const char* storage_name(CacheStorage s) { return s == CacheStorage::bf16 ? "bf1
 
 DecodeCache make_cache(const Config& c, index_t heads, index_t kv_heads, index_t d_k, index_t d_v,
                        bool shared_kv, index_t max_seqs, index_t max_tokens, index_t chunk_tokens,
-                       nb::handle phi_k, nb::handle phi_v, const std::string& storage) {
+                       nb::handle phi_k, nb::handle phi_v, const std::string& storage, index_t max_pages) {
   DecodeShape shape;
   shape.heads = heads, shape.kv_heads = kv_heads, shape.d_k = d_k, shape.d_v = d_v;
   shape.shared_kv = shared_kv, shape.max_seqs = max_seqs, shape.max_tokens = max_tokens;
-  shape.chunk_tokens = chunk_tokens, shape.storage = parse_storage(storage);
+  shape.chunk_tokens = chunk_tokens, shape.storage = parse_storage(storage), shape.max_pages = max_pages;
   if (d_k <= 0 || d_v <= 0)  // phi's sizes below depend on them
     throw Error("DecodeShape: d_k and d_v must be positive, got d_k=" + std::to_string(d_k) +
                 " d_v=" + std::to_string(d_v));
@@ -614,12 +614,14 @@ NB_MODULE(_core, m) {
           "__init__",
           [](DecodeCache* self, const Config& c, index_t heads, index_t kv_heads, index_t d_k,
              index_t d_v, bool shared_kv, index_t max_seqs, index_t max_tokens,
-             index_t chunk_tokens, nb::handle phi_k, nb::handle phi_v, const std::string& storage) {
+             index_t chunk_tokens, nb::handle phi_k, nb::handle phi_v, const std::string& storage,
+             index_t max_pages) {
             new (self) DecodeCache(make_cache(c, heads, kv_heads, d_k, d_v, shared_kv, max_seqs,
-                                              max_tokens, chunk_tokens, phi_k, phi_v, storage));
+                                              max_tokens, chunk_tokens, phi_k, phi_v, storage, max_pages));
           },
           "config"_a, "heads"_a, "kv_heads"_a, "d_k"_a, "d_v"_a, "shared_kv"_a, "max_seqs"_a,
-          "max_tokens"_a, "chunk_tokens"_a, "phi_k"_a.none(), "phi_v"_a.none(), "storage"_a = "fp32")
+          "max_tokens"_a, "chunk_tokens"_a, "phi_k"_a.none(), "phi_v"_a.none(), "storage"_a = "fp32",
+          "max_pages"_a = 0)
       .def_prop_ro("config", [](const DecodeCache& c) { return c.config(); })
       .def_prop_ro("shape", [](const DecodeCache& c) {
         const DecodeShape& s = c.shape();
@@ -668,6 +670,8 @@ NB_MODULE(_core, m) {
           "seqs"_a, "q"_a, "k_cmp"_a, "v_cmp"_a, "k_slc"_a.none(), "v_slc"_a.none(),
           "k_win"_a.none(), "v_win"_a.none(), "gates"_a, "out"_a.noconvert())
       .def("reset", locked(&DecodeCache::reset), "seq"_a)
+      .def("fork", locked(&DecodeCache::fork), "src"_a, "dst"_a)
+      .def("truncate", locked(&DecodeCache::truncate), "seq"_a, "tokens"_a)
       .def("position", locked(&DecodeCache::position), "seq"_a)
       .def("num_cmp_blocks", locked(&DecodeCache::num_cmp_blocks), "seq"_a)
       .def("tokens_read", [](const DecodeCache& c, index_t seq, index_t kv_head) {
@@ -683,6 +687,7 @@ NB_MODULE(_core, m) {
         nb::dict d;
         d["bytes"] = mem.bytes, d["chunk_bytes"] = mem.chunk_bytes, d["chunk_tokens"] = mem.chunk_tokens;
         d["chunks"] = mem.chunks, d["tokens"] = mem.tokens, d["bytes_per_token"] = mem.bytes_per_token();
+        d["shared_chunks"] = mem.shared_chunks, d["max_chunks"] = mem.max_chunks;
         return d;
       })
       .def("save", [](const DecodeCache& c, const std::string& path) {

@@ -109,13 +109,15 @@ class DecodeCache:
         chunk_tokens: storage growth granularity (0: default; a multiple of sel_block).
         storage: "fp32" (default) or "bf16": the element type K/V and Kc/Vc are stored in
             (see the module docstring); inputs and outputs are float32 either way.
+        max_pages: memory budget in chunks for all sequences together (0: none); a call
+            that would need more raises nsa.Error naming it and changes nothing.
         block_len ... phi, scale: the operator's parameters, as for the op.
 
     Attributes: config (nsa.Config), shared_kv, storage ("fp32" or "bf16").
     """
 
     def __init__(self, num_heads, num_kv_heads, head_dim, head_dim_v=None, *, phi_k=None, phi_v=None,
-                 shared_kv=True, max_seqs=1, max_tokens=0, chunk_tokens=0, storage="fp32", block_len=32,
+                 shared_kv=True, max_seqs=1, max_tokens=0, chunk_tokens=0, storage="fp32", max_pages=0, block_len=32,
                  stride=16, sel_block=64, top_n=16, n_init=1, n_local=2, window=512, scale=None, phi="mlp"):
         if not isinstance(storage, str) or storage not in STORAGE:
             raise _core.Error(f"nsa: DecodeCache storage must be 'fp32' or 'bf16', got {storage!r}")
@@ -125,7 +127,7 @@ class DecodeCache:
         self.config = make_config(block_len, stride, sel_block, top_n, n_init, n_local, window, scale, phi, hidden)
         self.shared_kv, self.storage = shared_kv, storage
         self._cache = _core.DecodeCache(self.config, num_heads, num_kv_heads, head_dim, d_v, shared_kv,
-                                        max_seqs, max_tokens, chunk_tokens, phi_k, phi_v, storage)
+                                        max_seqs, max_tokens, chunk_tokens, phi_k, phi_v, storage, max_pages)
         self.num_heads, self.head_dim_v = num_heads, d_v
 
     def _branch_kv(self, k_slc, v_slc, k_win, v_win):
@@ -170,6 +172,16 @@ class DecodeCache:
         """Empties sequence `seq` and releases its storage."""
         self._cache.reset(seq)
 
+    def fork(self, src, dst):
+        """Makes the empty sequence `dst` a copy of `src` that shares its chunks (a common
+        prefix stored once); a shared chunk is copied when either sequence first writes it."""
+        self._cache.fork(src, dst)
+
+    def truncate(self, seq, tokens):
+        """Keeps the first `tokens` tokens of `seq` and drops the rest (rejected speculative
+        tokens, an edited turn); decoding continues from position `tokens`."""
+        self._cache.truncate(seq, tokens)
+
     def position(self, seq):
         """Tokens stored in `seq` = the position of its next token."""
         return self._cache.position(seq)
@@ -189,7 +201,7 @@ class DecodeCache:
         return self._cache.total_tokens_read()
 
     def memory(self):
-        """{bytes, chunk_bytes, chunk_tokens, chunks, tokens, bytes_per_token}."""
+        """{bytes, chunk_bytes, chunk_tokens, chunks, shared_chunks, max_chunks, tokens, bytes_per_token}."""
         return self._cache.memory()
 
     def save(self, path):

@@ -216,3 +216,29 @@ def test_unknown_storage_is_refused_by_the_binding():
     config = nsa.Config(**SMALL, phi="mean")
     with pytest.raises(nsa.Error, match="storage must be 'fp32' or 'bf16', got 'fp16'"):
         nsa._core.DecodeCache(config, 2, 1, 4, 4, True, 1, 0, 0, None, None, "fp16")
+
+
+def test_fork_truncate_and_the_memory_budget():
+    """fork shares a prefix (one copy in memory) and the fork decodes like its source;
+    truncate rolls back (the next step repeats the dropped one); max_pages refuses a call
+    that would exceed it, naming the budget, and changes nothing."""
+    p = make_problem(B=1, T=40, H=4, H_kv=2, d_k=8, d_v=6, dtype=torch.float32, seed=21)
+    cache = cache_for(p, max_seqs=2, chunk_tokens=16)
+    cache.prefill(0, *(t[0, :30] for t in positional(p)))
+    cache.fork(0, 1)
+    m = cache.memory()
+    assert cache.position(1) == 30 and m["chunks"] == 2 and m["shared_chunks"] == 2
+    row = [x[:, 30] for x in positional(p)]
+    a, b = cache.step([0], *row), cache.step([1], *row)
+    assert torch.equal(a, b)
+    cache.truncate(1, 30)
+    assert cache.position(1) == 30 and torch.equal(cache.step([1], *row), b)
+    with pytest.raises(nsa.Error, match="cannot keep 99"):
+        cache.truncate(0, 99)
+    with pytest.raises(nsa.Error, match="reset it first"):
+        cache.fork(0, 1)
+    tight = cache_for(p, max_seqs=2, chunk_tokens=16, max_pages=2)
+    tight.prefill(0, *(t[0, :30] for t in positional(p)))
+    with pytest.raises(nsa.Error, match="memory budget.*max_pages = 2"):
+        tight.prefill(1, *(t[0, :30] for t in positional(p)))
+    assert tight.position(1) == 0 and tight.memory()["chunks"] == 2 and tight.memory()["max_chunks"] == 2
