@@ -213,3 +213,64 @@ TEST(DecodePages, BadArgumentsAreRefusedNamingThem) {
 
 }  // namespace
 }  // namespace nsa
+
+namespace nsa {
+namespace {
+
+// A step of k tokens per sequence (speculative decoding's draft) equals k one-token steps,
+// bitwise, over two sequences of different lengths; then truncate drops the rejected ones.
+TEST(DecodePages, MultiTokenStepEqualsOneTokenSteps) {
+  const Fixture f;
+  ThreadPool pool(2);
+  DecodeCache multi = f.cache(2), single = f.cache(2);
+  for (DecodeCache* c : {&multi, &single}) {
+    f.prefill(*c, 0, f.a, 37, pool);
+    f.prefill(*c, 1, f.b, 50, pool);
+  }
+  for (const index_t k : {1, 3, 8}) {
+    const index_t p0 = multi.position(0), p1 = multi.position(1);
+    // Batch item 0: a's tokens p0 .. p0+k-1; item 1: b's p1 .. p1+k-1; views [2, k, heads, dim].
+    auto pack = [&](const std::vector<float>& xa, const std::vector<float>& xb, index_t width) {
+      std::vector<float> v(xa.begin() + p0 * width, xa.begin() + (p0 + k) * width);
+      v.insert(v.end(), xb.begin() + p1 * width, xb.begin() + (p1 + k) * width);
+      return v;
+    };
+    auto& A = const_cast<RandomNsaProblem&>(f.a).buffers32();
+    auto& B = const_cast<RandomNsaProblem&>(f.b).buffers32();
+    const std::vector<float> q = pack(A.q, B.q, kH * kD), g = pack(A.gates, B.gates, kH * 3);
+    const std::vector<float> ks[3] = {pack(A.k_cmp, B.k_cmp, kHkv * kD), pack(A.k_slc, B.k_slc, kHkv * kD),
+                                      pack(A.k_win, B.k_win, kHkv * kD)};
+    const std::vector<float> vs[3] = {pack(A.v_cmp, B.v_cmp, kHkv * kD), pack(A.v_slc, B.v_slc, kHkv * kD),
+                                      pack(A.v_win, B.v_win, kHkv * kD)};
+    DecodeTokens x;
+    x.q = contiguous_view(q.data(), 2, k, kH, kD);
+    x.gates = contiguous_view(g.data(), 2, k, kH, 3);
+    x.k_cmp = contiguous_view(ks[0].data(), 2, k, kHkv, kD), x.v_cmp = contiguous_view(vs[0].data(), 2, k, kHkv, kD);
+    x.k_slc = contiguous_view(ks[1].data(), 2, k, kHkv, kD), x.v_slc = contiguous_view(vs[1].data(), 2, k, kHkv, kD);
+    x.k_win = contiguous_view(ks[2].data(), 2, k, kHkv, kD), x.v_win = contiguous_view(vs[2].data(), 2, k, kHkv, kD);
+    std::vector<float> out(static_cast<size_t>(2 * k * kH * kD));
+    const index_t ids[2] = {0, 1};
+    multi.step(ids, 2, x, contiguous_view(out.data(), 2, k, kH, kD), pool);
+    for (index_t j = 0; j < k; ++j) {
+      StepBatch one(kH, kHkv, kD, kD, false);
+      one.add(f.a, 0, p0 + j);
+      one.add(f.b, 1, p1 + j);
+      one.step(single, pool);
+      for (index_t b = 0; b < 2; ++b)
+        ASSERT_EQ(0, std::memcmp(out.data() + (b * k + j) * kH * kD, one.out.data() + b * kH * kD,
+                                 sizeof(float) * kH * kD))
+            << "k=" << k << " token " << j << " sequence " << b;
+    }
+    EXPECT_EQ(multi.position(0), p0 + k);
+    EXPECT_EQ(multi.selected_blocks(1, 1), single.selected_blocks(1, 1));
+  }
+  // Reject the last 5 draft tokens of sequence 0: it continues as the unrolled cache does
+  // after the same rollback.
+  multi.truncate(0, multi.position(0) - 5);
+  single.truncate(0, single.position(0) - 5);
+  const index_t t = multi.position(0);
+  EXPECT_EQ(f.step(multi, {0}, {&f.b}, t, pool), f.step(single, {0}, {&f.b}, t, pool));
+}
+
+}  // namespace
+}  // namespace nsa

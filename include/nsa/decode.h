@@ -155,7 +155,10 @@ class DecodeCache {
 
   // Appends one token to each of the `count` distinct sequences seqs[0..count) (views with
   // B = count, T = 1) and writes their outputs into out [count, 1, H, d_v].
-  // All-or-nothing like prefill.
+  // With T = k > 1 each sequence takes k tokens in one call (the draft tokens of
+  // speculative decoding), out [count, k, H, d_v]: token j sees the tokens before it and
+  // makes its own selection, exactly as k steps of one token would; `truncate` then drops
+  // the rejected ones. All-or-nothing like prefill.
   void step(const index_t* seqs, index_t count, const DecodeTokens& tokens, TensorView<float> out,
             ThreadPool& pool);
 

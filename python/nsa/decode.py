@@ -156,14 +156,22 @@ class DecodeCache:
     def step(self, seqs, q, k, v, g_cmp, g_slc, g_win, *, k_slc=None, v_slc=None, k_win=None,
              v_win=None, out=None):
         """One new token for each of the B distinct sequences `seqs`: q [B, H, d_k],
-        k [B, H_kv, d_k], v [B, H_kv, d_v], gates [B, H]; returns o [B, H, d_v]."""
+        k [B, H_kv, d_k], v [B, H_kv, d_v], gates [B, H]; returns o [B, H, d_v].
+
+        Several tokens per sequence (speculative decoding's drafts): q [B, k, H, d_k],
+        k [B, k, H_kv, d_k], v [B, k, H_kv, d_v], gates [B, k, H]; returns o [B, k, H, d_v],
+        exactly what k one-token steps give (each token its own selection); ``truncate``
+        drops the rejected ones."""
         seqs = [int(s) for s in seqs]
+        multi = q.ndim == 4
         bf16 = _is_bf16(q) or _is_bf16(out)
         q, k, v, g_cmp, g_slc, g_win = (_f32(x) for x in (q, k, v, g_cmp, g_slc, g_win))
         k_slc, v_slc, k_win, v_win = (_f32(x) for x in (k_slc, v_slc, k_win, v_win))
         gates = _stack_gates(g_cmp, g_slc, g_win)
-        target = _empty_like(q, (q.shape[0], self.num_heads, self.head_dim_v)) if out is None or bf16 else out
-        at = lambda x: None if x is None else x[:, None]  # [B, heads, dim] -> [B, 1, heads, dim]
+        shape = (q.shape[0],) + ((q.shape[1],) if multi else ()) + (self.num_heads, self.head_dim_v)
+        target = _empty_like(q, shape) if out is None or bf16 else out
+        # [B, heads, dim] -> [B, 1, heads, dim]; [B, k, heads, dim] as it is
+        at = lambda x: None if x is None else (x if multi else x[:, None])
         branch = tuple(at(x) for x in self._branch_kv(k_slc, v_slc, k_win, v_win))
         self._cache.step(seqs, at(_plain(q)), at(_plain(k)), at(_plain(v)), *branch, at(gates), at(_plain(target)))
         return _finish(target, out, bf16)

@@ -490,19 +490,22 @@ void DecodeCache::step(const index_t* seqs, index_t count, const DecodeTokens& x
   State& st = *state_;
   if (count <= 0) throw Error("step: the number of sequences must be positive, got " + str(count));
   if (seqs == nullptr) throw Error("step: the sequence id array is null");
+  // Tokens per sequence: the views' T (1 for a plain step; k for k draft tokens).
+  const index_t k = x.q.data != nullptr ? x.q.shape[1] : 1;
+  if (k < 1) throw Error("step: the views hold T = " + str(k) + " tokens per sequence, need at least 1");
   std::vector<std::uint8_t> seen(st.seqs.size(), 0);
   index_t pages = 0;
   std::vector<std::pair<std::int32_t, std::int32_t>> copies;  // shared pages copied by this step
   for (index_t b = 0; b < count; ++b) {
     const DecodeSequence& q = st.sequence(seqs[b], "step");
     if (seen[seqs[b]]++) throw Error("step: sequence id " + str(seqs[b]) + " is listed twice");
-    check_room(st, q, seqs[b], 1);
-    pages += st.pages_needed(q, q.pos + 1, &copies);
+    check_room(st, q, seqs[b], k);
+    pages += st.pages_needed(q, q.pos + k, &copies);
   }
   check_budget(st, pages, "step");
-  check_tokens(st, x, count, 1, true);
-  check_out(st, out, count, 1);
-  run_step(st, seqs, count, x, 0, out, pool);
+  check_tokens(st, x, count, k, true);
+  check_out(st, out, count, k);
+  for (index_t tok = 0; tok < k; ++tok) run_step(st, seqs, count, x, tok, out, pool);
 }
 
 void DecodeCache::reset(index_t seq) { init_sequence(*state_, state_->sequence(seq, "reset")); }

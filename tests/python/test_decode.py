@@ -242,3 +242,18 @@ def test_fork_truncate_and_the_memory_budget():
     with pytest.raises(nsa.Error, match="memory budget.*max_pages = 2"):
         tight.prefill(1, *(t[0, :30] for t in positional(p)))
     assert tight.position(1) == 0 and tight.memory()["chunks"] == 2 and tight.memory()["max_chunks"] == 2
+
+
+def test_multi_token_step_equals_one_token_steps():
+    p = make_problem(B=1, T=40, H=4, H_kv=2, d_k=8, d_v=6, dtype=torch.float32, seed=22)
+    multi, single = cache_for(p), cache_for(p)
+    for c in (multi, single):
+        c.prefill(0, *(t[0, :20] for t in positional(p)))
+    drafts = multi.step([0], *(x[:, 20:24] for x in positional(p)))  # [1, 4, H, d_v]
+    assert drafts.shape == (1, 4, 4, 6)
+    for j in range(4):
+        assert torch.equal(drafts[:, j], single.step([0], *(x[:, 20 + j] for x in positional(p))))
+    multi.truncate(0, 22)  # two drafts rejected
+    single.truncate(0, 22)
+    row = [x[:, 30] for x in positional(p)]
+    assert torch.equal(multi.step([0], *row), single.step([0], *row))
