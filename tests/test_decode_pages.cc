@@ -274,3 +274,40 @@ TEST(DecodePages, MultiTokenStepEqualsOneTokenSteps) {
 
 }  // namespace
 }  // namespace nsa
+
+namespace nsa {
+namespace {
+
+// 1000 sequences forked from one 16k-token prefix hold about one prefix's memory; each then
+// decodes on its own, copying only the chunks it writes (the prefix's last one, where the
+// next compressed block goes, and its new one).
+TEST(DecodePages, ThousandForksOfA16kPrefixCostOnePrefix) {
+  const Config config;  // the paper's: chunks of 1024 tokens
+  DecodeShape ds{2, 1, 16, 16, true, 1000};
+  testing::ProblemShape ps;
+  ps.heads = 2, ps.kv_heads = 1, ps.d_k = ps.d_v = 16, ps.shared_kv = true, ps.seqlens = {16384};
+  RandomNsaProblem prob(config, ps);
+  const auto& w = prob.buffers32();
+  DecodeCache cache(config, ds, w.phi_k.weights(), w.phi_v.weights());
+  ThreadPool pool(2);
+  cache.append(0, decode_test::prompt_tokens(prob, 0, 16384), pool);
+  const DecodeMemory one = cache.memory();
+  ASSERT_EQ(one.chunks, 16);
+  for (index_t s = 1; s < 1000; ++s) cache.fork(0, s);
+  const DecodeMemory all = cache.memory();
+  EXPECT_EQ(all.chunks, 16);
+  EXPECT_EQ(all.shared_chunks, 16);
+  EXPECT_LT(all.bytes, one.bytes + one.bytes / 10) << "1000 forks: " << all.bytes << " bytes, one prefix " << one.bytes;
+  EXPECT_EQ(all.tokens, 1000 * 16384);
+  // One step of 10 of them: 2 chunks each, the other 990 still share all 16.
+  StepBatch batch(2, 1, 16, 16, true);
+  std::mt19937_64 rng(5);
+  for (index_t s = 0; s < 10; ++s) batch.add_random(rng, s * 100);
+  batch.step(cache, pool);
+  EXPECT_EQ(cache.memory().chunks, 16 + 10 * 2);
+  EXPECT_EQ(cache.position(500), 16385);
+  EXPECT_EQ(cache.position(501), 16384);
+}
+
+}  // namespace
+}  // namespace nsa
