@@ -311,3 +311,57 @@ TEST(DecodePages, ThousandForksOfA16kPrefixCostOnePrefix) {
 
 }  // namespace
 }  // namespace nsa
+
+namespace nsa {
+namespace {
+
+// save_sequence / load_sequence: one conversation written out and brought back into another
+// cache's slot continues bitwise as the original; the others are untouched; bad files and
+// a full budget leave the slot as it was.
+TEST(DecodePages, SaveAndLoadOneSequence) {
+  const Fixture f;
+  ThreadPool pool(2);
+  DecodeCache c = f.cache(2);
+  f.prefill(c, 0, f.a, 45, pool);
+  f.prefill(c, 1, f.b, 70, pool);
+  const std::string one = ::testing::TempDir() + "/nsa_one_sequence.bin";
+  const std::string all = ::testing::TempDir() + "/nsa_all_sequences.bin";
+  c.save_sequence(1, one);
+  c.save(all);
+  DecodeCache other = f.cache(4);
+  f.prefill(other, 0, f.a, 10, pool);
+  f.prefill(other, 3, f.a, 20, pool);  // replaced by the loaded conversation
+  other.load_sequence(3, one);
+  EXPECT_EQ(other.position(3), 70);
+  EXPECT_EQ(other.position(0), 10);
+  for (index_t t = 70; t < 80; ++t)
+    ASSERT_EQ(f.step(other, {3}, {&f.b}, t, pool), f.step(c, {1}, {&f.b}, t, pool)) << t;
+  // The one-sequence file is a cache file: load() puts it at sequence 0.
+  DecodeCache whole = f.cache(1);
+  whole.load(one);
+  EXPECT_EQ(whole.position(0), 70);
+  // A file of two conversations is refused by load_sequence, the slot kept.
+  try {
+    other.load_sequence(3, all);
+    ADD_FAILURE() << "a two-sequence file was loaded into one slot";
+  } catch (const DecodeFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds 2 sequences"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(other.position(3), 80);
+  EXPECT_THROW(other.load_sequence(3, one + ".missing"), DecodeFileError);
+  EXPECT_EQ(other.position(3), 80);
+  // No room: a budget of 3 chunks with 2 held by sequence 0, the slot's own 0.
+  DecodeCache tight = f.cache(2, 3);
+  f.prefill(tight, 0, f.a, 64, pool);
+  try {
+    tight.load_sequence(1, one);  // 70 tokens: 3 chunks
+    ADD_FAILURE() << "a load past the budget was accepted";
+  } catch (const DecodeFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("budget"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(tight.position(1), 0);
+  EXPECT_EQ(tight.memory().chunks, 2);
+}
+
+}  // namespace
+}  // namespace nsa

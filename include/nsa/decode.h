@@ -199,6 +199,14 @@ class DecodeCache {
   // throws DecodeFileError and leaves the cache as it was.
   void load(const std::string& path);
 
+  // One sequence, as a file of one sequence (the same format; load() reads it into a cache
+  // as sequence 0): a conversation written when it goes idle, brought back later.
+  void save_sequence(index_t seq, const std::string& path) const;
+  // Replaces sequence `seq` with the one sequence of a file written by save_sequence (or a
+  // whole-cache file holding at most one non-empty sequence), under the same checks as
+  // load; the other sequences are untouched. On any error `seq` is kept as it was.
+  void load_sequence(index_t seq, const std::string& path);
+
   struct State;  // implementation (src/decode/cache_state.h)
 
  private:

@@ -9,6 +9,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -68,25 +69,27 @@ struct FileMeta {
   std::uint64_t payload_bytes = 0, payload_hash = 0;
 };
 
-std::vector<unsigned char> encode_header(const DecodeCache::State& st, std::uint64_t payload_bytes,
-                                         std::uint64_t payload_hash) {
+// The header of a file holding the sequences `seqs` (all of a cache's, or one).
+std::vector<unsigned char> encode_header(const DecodeCache::State& st, const std::vector<const DecodeSequence*>& seqs,
+                                         std::uint64_t payload_bytes, std::uint64_t payload_hash) {
   const ConfigOptions& o = st.config.options();
   const DecodeShape& s = st.shape;
+  const auto count = static_cast<index_t>(seqs.size());
   Writer w;
   w.raw(kMagic, 8);
   w.u32(kVersion);
   w.u32(kByteOrder);
-  w.u64(header_size(s.max_seqs));
+  w.u64(header_size(count));
   for (std::int64_t x : {std::int64_t{o.block_len}, std::int64_t{o.stride}, std::int64_t{o.sel_block},
                          std::int64_t{o.top_n}, std::int64_t{o.n_init}, std::int64_t{o.n_local},
                          std::int64_t{o.window}, static_cast<std::int64_t>(o.phi), std::int64_t{o.phi_hidden}})
     w.i64(x);
   w.f64(o.scale);
-  for (std::int64_t x : {s.heads, s.kv_heads, s.d_k, s.d_v, std::int64_t{s.shared_kv}, s.max_seqs, s.max_tokens,
+  for (std::int64_t x : {s.heads, s.kv_heads, s.d_k, s.d_v, std::int64_t{s.shared_kv}, count, s.max_tokens,
                          static_cast<std::int64_t>(s.storage)})
     w.i64(x);
   w.u64(st.phi_fingerprint);
-  for (const DecodeSequence& q : st.seqs) w.i64(q.pos);
+  for (const DecodeSequence* q : seqs) w.i64(q->pos);
   w.u64(payload_bytes);
   w.u64(payload_hash);
   w.u64(fnv1a64(w.b.data(), w.b.size()));
@@ -165,8 +168,10 @@ struct TempFile {
 
 }  // namespace
 
-void DecodeCache::save(const std::string& path) const {
-  const State& st = *state_;
+namespace {
+
+// Writes the sequences `seqs` of st to `path` (a temporary file renamed into place).
+void write_file(const DecodeCache::State& st, const std::vector<const DecodeSequence*>& seqs, const std::string& path) {
   auto fail = [&](const std::string& what) {
     throw DecodeFileError(DecodeFileError::Kind::io, "save '" + path + "': " + what +
                                                          (errno ? std::string(": ") + std::strerror(errno) : ""));
@@ -183,12 +188,12 @@ void DecodeCache::save(const std::string& path) const {
     fail("cannot open the temporary file");
   }
   // Placeholder header (same size), then the payload, then the real header.
-  std::vector<unsigned char> header = encode_header(st, 0, 0);
+  std::vector<unsigned char> header = encode_header(st, seqs, 0, 0);
   if (std::fwrite(header.data(), 1, header.size(), tmp.f) != header.size()) fail("write failed");
   std::uint64_t hash = fnv1a64(nullptr, 0), bytes = 0;
   bool ok = true;
-  for (const DecodeSequence& q : st.seqs)
-    for_each_run(st, q, q.pos, [&](const std::byte* p, index_t n) {
+  for (const DecodeSequence* q : seqs)
+    for_each_run(st, *q, q->pos, [&](const std::byte* p, index_t n) {
       const std::size_t nb = static_cast<std::size_t>(n * st.elem_bytes);
       if (!ok) return;
       hash = fnv1a64(p, nb, hash);
@@ -196,7 +201,7 @@ void DecodeCache::save(const std::string& path) const {
       ok = std::fwrite(p, 1, nb, tmp.f) == nb;
     });
   if (!ok) fail("write failed");
-  header = encode_header(st, bytes, hash);
+  header = encode_header(st, seqs, bytes, hash);
   if (std::fseek(tmp.f, 0, SEEK_SET) != 0 || std::fwrite(header.data(), 1, header.size(), tmp.f) != header.size())
     fail("write failed");
   if (std::fflush(tmp.f) != 0 || ::fsync(::fileno(tmp.f)) != 0) fail("flush failed");
@@ -215,8 +220,24 @@ void DecodeCache::save(const std::string& path) const {
   }
 }
 
-void DecodeCache::load(const std::string& path) {
-  const State& st = *state_;
+}  // namespace
+
+void DecodeCache::save(const std::string& path) const {
+  std::vector<const DecodeSequence*> all;
+  for (const DecodeSequence& q : state_->seqs) all.push_back(&q);
+  write_file(*state_, all, path);
+}
+
+void DecodeCache::save_sequence(index_t seq, const std::string& path) const {
+  write_file(*state_, {&state_->sequence(seq, "save_sequence")}, path);
+}
+
+namespace {
+
+// Reads and checks the file at `path` into a fresh state like st's (every sequence the file
+// holds, from id 0 on); throws DecodeFileError, st untouched, on any error.
+std::unique_ptr<DecodeCache::State> read_file(const DecodeCache::State& st, const std::string& path) {
+  using State = DecodeCache::State;
   auto fail = [&](const std::string& what) -> void {
     throw DecodeFileError(DecodeFileError::Kind::bad_file, "load '" + path + "': " + what);
   };
@@ -342,7 +363,50 @@ void DecodeCache::load(const std::string& path) {
   if (!ok) io_fail("read failed (the file changed while it was read?)");
   if (hash != m.payload_hash) fail("corrupted: payload checksum mismatch");
   fresh->total_read = st.total_read;
+  return fresh;
+}
+
+}  // namespace
+
+void DecodeCache::load(const std::string& path) {
+  std::unique_ptr<State> fresh = read_file(*state_, path);
   state_.swap(fresh);
+}
+
+void DecodeCache::load_sequence(index_t seq, const std::string& path) {
+  State& st = *state_;
+  DecodeSequence& target = st.sequence(seq, "load_sequence");
+  std::unique_ptr<State> fresh = read_file(st, path);
+  const auto holding = std::count_if(fresh->seqs.begin(), fresh->seqs.end(),
+                                     [](const DecodeSequence& q) { return q.pos > 0; });
+  if (holding > 1)
+    throw DecodeFileError(DecodeFileError::Kind::bad_file,
+                          "load_sequence '" + path + "': the file holds " + std::to_string(holding) +
+                              " sequences (save_sequence writes one; load reads a whole cache)");
+  const DecodeSequence* from = nullptr;
+  for (const DecodeSequence& q : fresh->seqs)
+    if (q.pos > 0) from = &q;
+  // The target's own pages come back when it is replaced; shared ones stay with the others.
+  index_t freed = 0;
+  for (std::int32_t id : target.pages) freed += st.pool.refs(id) == 1;
+  const index_t need = from ? static_cast<index_t>(from->pages.size()) : 0;
+  if (need > st.pool.available() + freed)
+    throw DecodeFileError(DecodeFileError::Kind::bad_file,
+                          "load_sequence '" + path + "': needs " + std::to_string(need) +
+                              " chunks, more than the cache's budget leaves (max_pages = " +
+                              std::to_string(st.shape.max_pages) + ")");
+  st.release_pages(target, 0);
+  target = DecodeSequence{};
+  target.read.assign(static_cast<size_t>(st.shape.kv_heads), TokensRead{});
+  target.sel.assign(static_cast<size_t>(st.shape.kv_heads * st.config.top_n()), -1);
+  if (from == nullptr) return;  // an empty sequence
+  for (std::int32_t id : from->pages) {
+    const std::int32_t mine = st.pool.take();
+    std::memcpy(st.pool.data(mine), fresh->pool.data(id), st.pool.page_bytes());
+    target.pages.push_back(mine);
+  }
+  target.pos = from->pos;
+  target.num_cmp = from->num_cmp;
 }
 
 }  // namespace nsa
