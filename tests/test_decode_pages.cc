@@ -136,11 +136,12 @@ TEST(DecodePages, MemoryBudgetRefusesACallAndChangesNothing) {
   EXPECT_EQ(c.memory().chunks, 5);
   EXPECT_EQ(c.memory().shared_chunks, 1);
   EXPECT_EQ(c.memory().max_chunks, 5);
-  // 40 more tokens for seq 0 would need a sixth chunk: refused, nothing changed.
+  // 32 more tokens for seq 0 (65 .. 96) would need a sixth chunk: refused, nothing changed.
   const index_t pos = c.position(0);
-  std::vector<float> out(static_cast<size_t>(40 * kH * kD));
+  ASSERT_EQ(pos, 65);
+  std::vector<float> out(static_cast<size_t>(32 * kH * kD));
   try {
-    c.prefill(0, decode_test::prompt_tokens(f.a, pos, 40), contiguous_view(out.data(), 1, 40, kH, kD), pool);
+    c.prefill(0, decode_test::prompt_tokens(f.a, pos, 32), contiguous_view(out.data(), 1, 32, kH, kD), pool);
     ADD_FAILURE() << "a prefill past the budget was accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("memory budget"), std::string::npos) << e.what();
