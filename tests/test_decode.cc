@@ -24,6 +24,7 @@ namespace nsa {
 namespace {
 
 using decode_test::StepBatch;
+using decode_test::dense_last_row;
 using cpu_test::small_options;
 using testing::ProblemShape;
 using testing::RandomNsaProblem;
@@ -360,31 +361,6 @@ TEST(Decode, DenseDecodeStepMatchesReference) {
       }
     }
   }
-}
-
-// The float64 softmax attention of H query rows q [H, d_k] against a [T, H_kv, d] cache:
-// out [H, d_v]. (The reference's dense forward is O(T^2); a decode step needs one row.)
-std::vector<double> dense_last_row(const std::vector<float>& q, const std::vector<float>& k,
-                                   const std::vector<float>& v, index_t T, index_t H, index_t H_kv, index_t d_k,
-                                   index_t d_v) {
-  const index_t G = H / H_kv;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d_k));
-  std::vector<double> want(static_cast<size_t>(H * d_v), 0.0);
-  for (index_t h = 0; h < H; ++h) {
-    const index_t g = h / G;
-    std::vector<double> sc(static_cast<size_t>(T));
-    double mx = -INFINITY, sum = 0.0;
-    for (index_t t = 0; t < T; ++t) {
-      double dot_qk = 0.0;
-      for (index_t c = 0; c < d_k; ++c) dot_qk += double{q[h * d_k + c]} * k[(t * H_kv + g) * d_k + c];
-      sc[t] = dot_qk * scale;
-      mx = std::max(mx, sc[t]);
-    }
-    for (index_t t = 0; t < T; ++t) sum += (sc[t] = std::exp(sc[t] - mx));
-    for (index_t t = 0; t < T; ++t)
-      for (index_t c = 0; c < d_v; ++c) want[h * d_v + c] += sc[t] / sum * v[(t * H_kv + g) * d_v + c];
-  }
-  return want;
 }
 
 struct RandomCache {

@@ -17,9 +17,9 @@
 #include "nsa/decode.h"
 #include "nsa/nsa.h"
 #include "reference/reference.h"
+#include "test_decode_util.h"
 #include "test_bf16_util.h"
 #include "test_cpu_util.h"
-#include "test_decode_util.h"
 #include "testing/random_problem.h"
 
 namespace nsa {
@@ -284,7 +284,7 @@ TEST(DecodeBf16, DenseDecodeStep) {
     const double tol = dot && path == decode::AttendPath::rows ? 5e-3 : 1e-5;
     for (const index_t T : {1, 37, 700, 5000}) {
       for (const index_t kv : {1, 2}) {
-        const index_t H = path == decode::AttendPath::lanes ? 20 : 6, d_k = 24, d_v = 20, G = H / kv;
+        const index_t H = path == decode::AttendPath::lanes ? 20 : 6, d_k = 24, d_v = 20;
         std::mt19937_64 rng(static_cast<std::uint64_t>(T * 10 + kv));
         std::normal_distribution<float> nd(0.0f, 1.0f);
         std::vector<float> q(static_cast<size_t>(H * d_k));
@@ -295,23 +295,7 @@ TEST(DecodeBf16, DenseDecodeStep) {
         std::vector<float> out(static_cast<size_t>(H * d_v));
         ThreadPool pool(2);
         dense_decode_step(q.data(), k.data(), v.data(), T, H, kv, d_k, d_v, 0.0, out.data(), pool);
-        std::vector<double> want(static_cast<size_t>(H * d_v), 0.0);
-        const double scale = 1.0 / std::sqrt(static_cast<double>(d_k));
-        for (index_t h = 0; h < H; ++h) {
-          const index_t g = h / G;
-          std::vector<double> sc(static_cast<size_t>(T));
-          double mx = -INFINITY, sum = 0.0;
-          for (index_t t = 0; t < T; ++t) {
-            double dot_qk = 0.0;
-            for (index_t c = 0; c < d_k; ++c) dot_qk += double{q[h * d_k + c]} * float(k[(t * kv + g) * d_k + c]);
-            sc[t] = dot_qk * scale;
-            mx = std::max(mx, sc[t]);
-          }
-          for (index_t t = 0; t < T; ++t) sum += std::exp(sc[t] - mx);
-          for (index_t t = 0; t < T; ++t)
-            for (index_t c = 0; c < d_v; ++c)
-              want[h * d_v + c] += std::exp(sc[t] - mx) / sum * float(v[(t * kv + g) * d_v + c]);
-        }
+        const std::vector<double> want = decode_test::dense_last_row(q, k, v, T, H, kv, d_k, d_v);
         const double err = relative_error(out, want);
         EXPECT_LT(err, tol) << "T=" << T << " H_kv=" << kv << (dot ? " vdpbf16ps" : " widening");
         // A lost or doubled key would be far above the tolerance: the error is not trivially 0

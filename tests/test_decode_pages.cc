@@ -212,11 +212,6 @@ TEST(DecodePages, BadArgumentsAreRefusedNamingThem) {
   EXPECT_EQ(c.position(1), 5);
 }
 
-}  // namespace
-}  // namespace nsa
-
-namespace nsa {
-namespace {
 
 // A step of k tokens per sequence (speculative decoding's draft) equals k one-token steps,
 // bitwise, over two sequences of different lengths; then truncate drops the rejected ones.
@@ -273,11 +268,6 @@ TEST(DecodePages, MultiTokenStepEqualsOneTokenSteps) {
   EXPECT_EQ(f.step(multi, {0}, {&f.b}, t, pool), f.step(single, {0}, {&f.b}, t, pool));
 }
 
-}  // namespace
-}  // namespace nsa
-
-namespace nsa {
-namespace {
 
 // 1000 sequences forked from one 16k-token prefix hold about one prefix's memory; each then
 // decodes on its own, copying only the chunks it writes (the prefix's last one, where the
@@ -310,11 +300,6 @@ TEST(DecodePages, ThousandForksOfA16kPrefixCostOnePrefix) {
   EXPECT_EQ(cache.position(501), 16384);
 }
 
-}  // namespace
-}  // namespace nsa
-
-namespace nsa {
-namespace {
 
 // save_sequence / load_sequence: one conversation written out and brought back into another
 // cache's slot continues bitwise as the original; the others are untouched; bad files and

@@ -121,7 +121,7 @@ def main(argv=None):
                         ms(other, "torch_fp32"), ms(other, "torch_bf16"), ms(other, "ggml_f32"), ms(other, "ggml_f16")]
                 roof = mine["dense_fp32"]
                 ratio = lambda peer, base: peer / base if base > 0 else float("nan")
-                backends = f"{other['torch_fp32']['backend']}/{other['torch_bf16']['backend']}"
+                backends = f"{other['torch_fp32']['backend']} / {other['torch_bf16']['backend']}"
                 print(f"{shape:<11} {T:>6} {phase:<8} " + " ".join(f"{v:>9.3f}" for v in vals) +
                       f" {100 * roof['roofline']:>5.0f}% {roof['bound']:<6}"
                       f"  {ratio(vals[4], vals[0]):>8.2f}x  {ratio(vals[5], vals[2]):>8.2f}x"

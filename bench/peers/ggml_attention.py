@@ -9,9 +9,10 @@ llama.cpp's micro-batches, each with its [n_kv, 512] f16 mask; the time is the s
 Threads: ggml's own, ``n_threads``.
 """
 import ctypes
-import time
 
 import numpy as np
+
+from timing import median_ms
 
 try:
     import ggml
@@ -54,15 +55,6 @@ class _Context:
         ggml.ggml_free(self.ctx)
 
 
-def _median_ms(fn, reps):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t0))
-    times.sort()
-    return times[len(times) // 2]
 
 
 def _kv(ctx, H_kv, d_k, d_v, T, kv_type, rng):
@@ -102,7 +94,7 @@ def decode_ms(H, H_kv, d_k, d_v, T, kv_type, threads, reps=16, seed=0):
     """One query token against T cached tokens, K/V as kv_type ("f32" or "f16")."""
     with _Context(_decode_bytes(H, H_kv, d_k, d_v, T)) as ctx:
         graph, _, _, _, _ = _decode_graph(ctx, H, H_kv, d_k, d_v, T, kv_type, seed)
-        return _median_ms(lambda: ggml.ggml_graph_compute_with_ctx(ctx, graph, threads), reps)
+        return median_ms(lambda: ggml.ggml_graph_compute_with_ctx(ctx, graph, threads), reps)
 
 
 def decode_output(H, H_kv, d_k, d_v, T, kv_type, threads=1, seed=0):
@@ -165,7 +157,7 @@ def forward_ms(H, H_kv, d_k, d_v, T, kv_type, threads, reps=1, seed=0):
             for graph in graphs:
                 ggml.ggml_graph_compute_with_ctx(ctx, graph, threads)
 
-        return _median_ms(run, reps)
+        return median_ms(run, reps)
 
 
 def forward_output(H, H_kv, d_k, d_v, T, kv_type, threads=1, seed=0):

@@ -5,35 +5,33 @@ backend is pinned and named: FLASH_ATTENTION (torch's CPU flash kernel; fp32, an
 through oneDNN where the CPU has AMX / AVX512_BF16) when it accepts the shape, else MATH
 (which materialises the T x T scores; torch's flash kernel refuses d_k != d_v).
 """
-import time
-
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from timing import median_ms
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _median_ms(fn, reps):
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t0))
-    times.sort()
-    return times[len(times) // 2]
+
+
+MATH_LIMIT_BYTES = 4 << 30  # MATH materialises [H, n, T] fp32 scores: refuse more than 4 GiB
 
 
 def _run(q, k, v, causal, reps):
-    """(median ms, backend name) of SDPA on the first backend that accepts the inputs."""
+    """(median ms, backend name) of SDPA on the first backend that accepts the inputs; the
+    MATH fallback is not run past MATH_LIMIT_BYTES of scores: (nan, "math: skipped ...")."""
     for backend, name in ((SDPBackend.FLASH_ATTENTION, "flash"), (SDPBackend.MATH, "math")):
+        scores = 4 * q.shape[1] * q.shape[2] * k.shape[2]
+        if name == "math" and scores > MATH_LIMIT_BYTES:
+            return float("nan"), f"math: skipped ({scores / 2**30:.0f} GiB of scores)"
         try:
             with sdpa_kernel([backend]):
                 F.scaled_dot_product_attention(q[..., :1, :], k[..., :1, :], v[..., :1, :], is_causal=causal,
                                                enable_gqa=True)
                 fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
-                return _median_ms(fn, reps), name
+                return median_ms(fn, reps), name
         except RuntimeError:
             continue
     raise RuntimeError("no SDPA backend accepts these inputs")
