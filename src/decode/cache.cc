@@ -207,13 +207,6 @@ void store_raw(const DecodeCache::State& st, DecodeSequence& q, const DecodeToke
       }
 }
 
-// Empty sequence tables sized for the shape; q's pages go back to the pool.
-void init_sequence(DecodeCache::State& st, DecodeSequence& q) {
-  st.release_pages(q, 0);
-  q.pos = q.num_cmp = 0;
-  q.read.assign(static_cast<size_t>(st.shape.kv_heads), TokensRead{});
-  q.sel.assign(static_cast<size_t>(st.shape.kv_heads * st.config.top_n()), -1);
-}
 
 
 // The NsaInputs of a prompt (B = 1) over the cache's phi weights.
@@ -335,7 +328,7 @@ DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeight
   phi_fingerprint = h;
 
   seqs.resize(static_cast<size_t>(s.max_seqs));
-  for (auto& q : seqs) init_sequence(*this, q);
+  for (auto& q : seqs) init_sequence(q);
 }
 
 std::unique_ptr<DecodeCache::State> DecodeCache::State::empty_copy() const {
@@ -351,7 +344,7 @@ static index_t first_written_page(const DecodeCache::State& st, const DecodeSequ
 
 index_t DecodeCache::State::pages_needed(const DecodeSequence& q, index_t tokens,
                                          std::vector<std::pair<std::int32_t, std::int32_t>>* copies) const {
-  const index_t have = static_cast<index_t>(q.pages.size()), need = (tokens + chunk - 1) / chunk;
+  const index_t have = static_cast<index_t>(q.pages.size()), need = chunks_for(tokens);
   index_t n = std::max<index_t>(0, need - have);
   for (index_t p = first_written_page(*this, q); p < have; ++p) {
     const std::int32_t id = q.pages[static_cast<size_t>(p)];
@@ -379,7 +372,7 @@ void DecodeCache::State::prepare_write(DecodeSequence& q, index_t tokens) {
     pool.release(id);
     id = copy;
   }
-  const auto need = static_cast<size_t>((tokens + chunk - 1) / chunk);
+  const auto need = static_cast<size_t>(chunks_for(tokens));
   while (q.pages.size() < need) q.pages.push_back(pool.take());
 }
 
@@ -388,6 +381,13 @@ void DecodeCache::State::release_pages(DecodeSequence& q, size_t keep) {
     pool.release(q.pages.back());
     q.pages.pop_back();
   }
+}
+
+void DecodeCache::State::init_sequence(DecodeSequence& q) {
+  release_pages(q, 0);
+  q.pos = q.num_cmp = 0;
+  q.read.assign(static_cast<size_t>(shape.kv_heads), TokensRead{});
+  q.sel.assign(static_cast<size_t>(shape.kv_heads * config.top_n()), -1);
 }
 
 DecodeSequence& DecodeCache::State::sequence(index_t seq, const char* what) {
@@ -434,9 +434,9 @@ void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> 
   else
     forward_fp32(st, x, out, saved, pool);
 
-  init_sequence(st, q);  // empty already (pos = 0); its pages, if any, go back first
+  st.init_sequence(q);  // empty already (pos = 0); its pages, if any, go back first
   DecodeSequence fresh;
-  init_sequence(st, fresh);
+  st.init_sequence(fresh);
   st.prepare_write(fresh, T);
   store_raw(st, fresh, x, T);
   const index_t H_kv = st.shape.kv_heads, n = st.config.top_n(), N = st.config.num_cmp_blocks(T);
@@ -508,7 +508,7 @@ void DecodeCache::step(const index_t* seqs, index_t count, const DecodeTokens& x
   for (index_t tok = 0; tok < k; ++tok) run_step(st, seqs, count, x, tok, out, pool);
 }
 
-void DecodeCache::reset(index_t seq) { init_sequence(*state_, state_->sequence(seq, "reset")); }
+void DecodeCache::reset(index_t seq) { state_->init_sequence(state_->sequence(seq, "reset")); }
 
 void DecodeCache::fork(index_t src, index_t dst) {
   State& st = *state_;
@@ -517,7 +517,7 @@ void DecodeCache::fork(index_t src, index_t dst) {
   if (src == dst) throw Error("fork: source and destination are the same sequence " + str(src));
   if (to.pos > 0)
     throw Error("fork: destination sequence " + str(dst) + " holds " + str(to.pos) + " tokens; reset it first");
-  init_sequence(st, to);
+  st.init_sequence(to);
   to.pages = from.pages;
   for (std::int32_t id : to.pages) st.pool.retain(id);
   to.pos = from.pos;
@@ -532,7 +532,7 @@ void DecodeCache::truncate(index_t seq, index_t tokens) {
   if (tokens < 0 || tokens > q.pos)
     throw Error("truncate: sequence " + str(seq) + " holds " + str(q.pos) + " tokens, cannot keep " + str(tokens));
   if (tokens == q.pos) return;
-  st.release_pages(q, static_cast<size_t>((tokens + st.chunk - 1) / st.chunk));
+  st.release_pages(q, static_cast<size_t>(st.chunks_for(tokens)));
   q.pos = tokens;
   q.num_cmp = st.config.num_cmp_blocks(tokens);
   std::fill(q.read.begin(), q.read.end(), TokensRead{});

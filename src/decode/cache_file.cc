@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
@@ -342,7 +341,7 @@ std::unique_ptr<DecodeCache::State> read_file(const DecodeCache::State& st, cons
   // unshared, which the cache's budget must hold).
   std::unique_ptr<State> fresh = st.empty_copy();
   index_t pages = 0;
-  for (index_t i = 0; i < s.max_seqs; ++i) pages += (m.positions[i] + st.chunk - 1) / st.chunk;
+  for (index_t i = 0; i < s.max_seqs; ++i) pages += st.chunks_for(m.positions[i]);
   if (pages > fresh->pool.available())
     fail("needs " + std::to_string(pages) + " chunks, more than this cache's max_pages = " +
          std::to_string(st.shape.max_pages));
@@ -377,15 +376,14 @@ void DecodeCache::load_sequence(index_t seq, const std::string& path) {
   State& st = *state_;
   DecodeSequence& target = st.sequence(seq, "load_sequence");
   std::unique_ptr<State> fresh = read_file(st, path);
-  const auto holding = std::count_if(fresh->seqs.begin(), fresh->seqs.end(),
-                                     [](const DecodeSequence& q) { return q.pos > 0; });
+  const DecodeSequence* from = nullptr;  // the file's one non-empty sequence, if any
+  index_t holding = 0;
+  for (const DecodeSequence& q : fresh->seqs)
+    if (q.pos > 0) from = &q, ++holding;
   if (holding > 1)
     throw DecodeFileError(DecodeFileError::Kind::bad_file,
                           "load_sequence '" + path + "': the file holds " + std::to_string(holding) +
                               " sequences (save_sequence writes one; load reads a whole cache)");
-  const DecodeSequence* from = nullptr;
-  for (const DecodeSequence& q : fresh->seqs)
-    if (q.pos > 0) from = &q;
   // The target's own pages come back when it is replaced; shared ones stay with the others.
   index_t freed = 0;
   for (std::int32_t id : target.pages) freed += st.pool.refs(id) == 1;
@@ -395,10 +393,7 @@ void DecodeCache::load_sequence(index_t seq, const std::string& path) {
                           "load_sequence '" + path + "': needs " + std::to_string(need) +
                               " chunks, more than the cache's budget leaves (max_pages = " +
                               std::to_string(st.shape.max_pages) + ")");
-  st.release_pages(target, 0);
-  target = DecodeSequence{};
-  target.read.assign(static_cast<size_t>(st.shape.kv_heads), TokensRead{});
-  target.sel.assign(static_cast<size_t>(st.shape.kv_heads * st.config.top_n()), -1);
+  st.init_sequence(target);
   if (from == nullptr) return;  // an empty sequence
   for (std::int32_t id : from->pages) {
     const std::int32_t mine = st.pool.take();

@@ -156,6 +156,10 @@ struct DecodeCache::State {
   void prepare_write(DecodeSequence& q, index_t tokens);
   // Drops q's pages from index `keep` on.
   void release_pages(DecodeSequence& q, size_t keep);
+  // Empties q: its pages go back to the pool, its tables are sized for the shape.
+  void init_sequence(DecodeSequence& q);
+  // Chunks (pages) that hold `tokens` tokens.
+  index_t chunks_for(index_t tokens) const { return (tokens + chunk - 1) / chunk; }
   DecodeSequence& sequence(index_t seq, const char* what);
   const DecodeSequence& sequence(index_t seq, const char* what) const;
 };

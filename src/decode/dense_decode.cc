@@ -4,7 +4,7 @@
 // rescaling (merge_partials); the split count depends only on T and the pool size:
 //   heads  H_kv > 1: a task is a key split of every kv head at once (attend_heads), so
 //          the cache is read in memory order. At llama3-8b's shape (32 / 8 / 128) on a
-//          2-core Zen 3 this took the step from 24 to ~8 ms at T = 16384.
+//          2-core Zen 3 this took the step from 24 to ~9 ms at T = 16384.
 //   groups H_kv = 1, and bf16 caches on CPUs with vdpbf16ps (the pairs kernel has no
 //          in-place form yet): a task is (kv head, key split), attend_partial on one
 //          strided segment.
@@ -60,26 +60,24 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
         pt.acc = std::move(st.acc);
       }
     });
-    for (index_t h = 0; h < kv_heads; ++h)
-      decode::merge_partials(parts[static_cast<size_t>(h)], G, d_v, out + h * G * d_v, nullptr);
-    return;
+  } else {
+    // Task (h, sp) attends keys t0 .. t1-1 of kv head h into parts[h][sp].
+    const index_t tasks = kv_heads * splits;
+    pool.parallel_tasks(tasks, [&](std::int64_t task, int) {
+      const index_t h = task / splits, sp = task % splits;
+      const index_t t0 = sp * per_split, t1 = std::min(tokens, t0 + per_split);
+      // The cache is [T, H_kv, d]: kv head h's keys are one segment of stride H_kv d.
+      const decode::Segment seg{k + (t0 * kv_heads + h) * d_k, v + (t0 * kv_heads + h) * d_v, t1 - t0,
+                                kv_heads * d_k, kv_heads * d_v};
+      decode::Partial& pt = parts[static_cast<size_t>(h)][static_cast<size_t>(sp)];
+      pt.keys = std::max<index_t>(0, t1 - t0);
+      pt.m.resize(static_cast<size_t>(G));
+      pt.l.resize(static_cast<size_t>(G));
+      pt.acc.resize(static_cast<size_t>(G * d_v));
+      decode::attend_partial(q + h * G * d_k, s, G, d_k, d_v, storage, &seg, 1, pt.m.data(), pt.l.data(),
+                             pt.acc.data(), nullptr);
+    });
   }
-  // Task (h, sp) attends keys t0 .. t1-1 of kv head h into parts[h][sp].
-  const index_t tasks = kv_heads * splits;
-  pool.parallel_tasks(tasks, [&](std::int64_t task, int) {
-    const index_t h = task / splits, sp = task % splits;
-    const index_t t0 = sp * per_split, t1 = std::min(tokens, t0 + per_split);
-    // The cache is [T, H_kv, d]: kv head h's keys are one segment of stride H_kv d.
-    const decode::Segment seg{k + (t0 * kv_heads + h) * d_k, v + (t0 * kv_heads + h) * d_v, t1 - t0,
-                              kv_heads * d_k, kv_heads * d_v};
-    decode::Partial& pt = parts[static_cast<size_t>(h)][static_cast<size_t>(sp)];
-    pt.keys = std::max<index_t>(0, t1 - t0);
-    pt.m.resize(static_cast<size_t>(G));
-    pt.l.resize(static_cast<size_t>(G));
-    pt.acc.resize(static_cast<size_t>(G * d_v));
-    decode::attend_partial(q + h * G * d_k, s, G, d_k, d_v, storage, &seg, 1, pt.m.data(), pt.l.data(),
-                           pt.acc.data(), nullptr);
-  });
   for (index_t h = 0; h < kv_heads; ++h)
     decode::merge_partials(parts[static_cast<size_t>(h)], G, d_v, out + h * G * d_v, nullptr);
 }

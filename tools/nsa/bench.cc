@@ -657,7 +657,7 @@ int run_bench(const BenchOptions& in) {
     for (const Result& r : mine)
       if (r.phase == "decode" && r.ms > 0) {
         const double bytes = compulsory_bytes(so, r), gbs = bytes / (r.ms * 1e6);
-        const bool l3 = l3_bytes > 0 && l3_gbs > 0 && bytes <= kL3Share * l3_bytes;  // as roofline() decides
+        const bool l3 = in_l3(machine, bytes);
         const double level_gbs = l3 ? l3_gbs : dram_gbs;
         std::fprintf(table, "%-5s decode %s T=%lld: reads %.1f MB per step, %.1f GB/s = %.0f%% of the %s read bandwidth\n",
                      r.impl.c_str(), r.dtype.c_str(), static_cast<long long>(r.T), bytes * 1e-6, gbs,
@@ -733,8 +733,10 @@ Command add_bench_command(CLI::App& app) {
               const ShapePreset* found = find_shape(*shape);
               if (!found) throw Error("bench: unknown --shape '" + *shape + "'");
               o = with_shape(o, *found);
-            } else if (o.heads != 16 || o.kv_heads != 1 || o.d_k != 192 || o.d_v != 128) {
-              o.shape = "custom";
+            } else {  // the defaults are the paper's preset; any other --heads/--dk/... is "custom"
+              const ShapePreset& paper = *find_shape("paper");
+              if (o.heads != paper.heads || o.kv_heads != paper.kv_heads || o.d_k != paper.d_k || o.d_v != paper.d_v)
+                o.shape = "custom";
             }
             if (o.paper && sub->count("--phases") == 0) o.phases = {"forward", "backward", "decode"};
             if (o.paper && sub->count("--tokens") == 0) o.tokens = {8192, 16384, 32768, 65536};

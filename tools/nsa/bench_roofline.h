@@ -32,6 +32,10 @@ struct RowRoof {
 inline constexpr double kWeakRoofline = 0.5;
 inline constexpr double kL3Share = 0.5;
 
+// Whether a working set of `bytes` is served by the L3 (it fits in kL3Share of it and the
+// L3 was measured), else by DRAM.
+bool in_l3(const MachineRoof& m, double bytes);
+
 // ms > 0, flops >= 0, bytes >= 0. compute_scale multiplies the compute peak (2 for bf16
 // rows on a CPU whose vdpbf16ps does two fp32 FMAs' work per lane, else 1).
 RowRoof roofline(const MachineRoof& m, double flops, double bytes, double ms, double compute_scale = 1.0);
