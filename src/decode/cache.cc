@@ -269,6 +269,15 @@ void forward_bf16(const DecodeCache::State& st, const DecodeTokens& x, TensorVie
   nsa_forward(st.config, prompt_inputs(st, views, phi[0], phi[1]), out, &saved, pool);
 }
 
+// Compressed blocks [first, last) of every kv head of q from its stored rows.
+void compress_blocks(DecodeCache::State& st, const DecodeSequence& q, index_t first, index_t last, ThreadPool& pool) {
+  const index_t H_kv = st.shape.kv_heads;
+  if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
+  pool.parallel_tasks((last - first) * H_kv, [&](std::int64_t task, int worker) {
+    decode::compress_block(st, q, task % H_kv, first + task / H_kv, st.scratch[static_cast<size_t>(worker)]);
+  });
+}
+
 }  // namespace
 
 // ---- State --------------------------------------------------------------------------------
@@ -440,13 +449,11 @@ void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> 
   st.prepare_write(fresh, T);
   store_raw(st, fresh, x, T);
   const index_t H_kv = st.shape.kv_heads, n = st.config.top_n(), N = st.config.num_cmp_blocks(T);
-  for (index_t i = 0; i < N; ++i)
-    for (index_t h = 0; h < H_kv; ++h) {
-      const float* kc = saved.k_cmp_blocks.data() + (i * H_kv + h) * st.shape.d_k;
-      const float* vc = saved.v_cmp_blocks.data() + (i * H_kv + h) * st.shape.d_v;
-      st.put(st.kc(fresh, h, i), kc, st.shape.d_k);  // bf16: already bf16 values
-      st.put(st.vc(fresh, h, i), vc, st.shape.d_v);
-    }
+  // The stored Kc/Vc are the decode's phi of the stored rows, not the forward's (which sum
+  // in another order): whichever path fills a cache (this prefill, steps, append), the
+  // same tokens leave the same bits, so a conversation restored by append continues
+  // exactly as the one that never left memory.
+  compress_blocks(st, fresh, 0, N, pool);
   std::int64_t read = 0;
   for (index_t t = 0; t < T; ++t)
     for (index_t h = 0; h < H_kv; ++h) {
@@ -474,11 +481,8 @@ void DecodeCache::append(index_t seq, const DecodeTokens& x, ThreadPool& pool) {
   check_budget(st, st.pages_needed(q, q.pos + T), "append");
   st.prepare_write(q, q.pos + T);
   store_raw(st, q, x, T);
-  const index_t first = q.num_cmp, last = st.config.num_cmp_blocks(q.pos + T), H_kv = st.shape.kv_heads;
-  if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
-  pool.parallel_tasks((last - first) * H_kv, [&](std::int64_t task, int worker) {
-    decode::compress_block(st, q, task % H_kv, first + task / H_kv, st.scratch[static_cast<size_t>(worker)]);
-  });
+  const index_t last = st.config.num_cmp_blocks(q.pos + T);
+  compress_blocks(st, q, q.num_cmp, last, pool);
   q.pos += T;
   q.num_cmp = last;
   std::fill(q.read.begin(), q.read.end(), TokensRead{});
