@@ -12,15 +12,6 @@
 
 namespace nsa {
 
-std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t hash) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (std::size_t i = 0; i < bytes; ++i) {
-    hash ^= p[i];
-    hash *= 1099511628211ull;
-  }
-  return hash;
-}
-
 namespace {
 
 std::string str(index_t x) { return std::to_string(x); }

@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/fnv1a.h"
 #include "cpu/block_scores.h"
 #include "decode/kernels.h"
 #include "decode/page_pool.h"
@@ -164,6 +165,5 @@ struct DecodeCache::State {
   const DecodeSequence& sequence(index_t seq, const char* what) const;
 };
 
-std::uint64_t fnv1a64(const void* data, std::size_t bytes, std::uint64_t hash = 14695981039346656037ull);
 
 }  // namespace nsa

@@ -26,6 +26,7 @@ Command add_train_command(CLI::App& app);    // train.cc: train a small language
 Command add_eval_command(CLI::App& app);     // eval.cc: validation loss and passkey accuracy grid
 Command add_generate_command(CLI::App& app); // generate.cc: sample text through the decode cache
 Command add_inspect_command(CLI::App& app);  // inspect.cc: gates, chosen blocks, selection map
+Command add_serve_command(CLI::App& app);    // serve.cc: an HTTP server of conversations (src/serve)
 Command add_plot_loss_command(CLI::App& app);  // loss_plot.cc: loss curves of several runs in one PNG
 
 }  // namespace nsa::cli

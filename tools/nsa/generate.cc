@@ -15,6 +15,7 @@
 #include "model/data/corpus.h"
 #include "model/data/rng.h"
 #include "model/generator.h"
+#include "model/sampling.h"
 #include "model/training/checkpoint_io.h"
 #include "nsa/error.h"
 #include "nsa/thread_pool.h"
@@ -31,27 +32,6 @@ struct GenerateOptions {
   std::uint64_t seed = 1;
   int threads = 1;
 };
-
-// Samples a token from logits [vocab]: argmax when temperature == 0, else softmax(logits /
-// temperature) restricted to the top_k largest (top_k <= 0: all).
-std::int32_t sample_token(const float* logits, int vocab, double temperature, int top_k, model::Rng& rng) {
-  if (temperature <= 0) return static_cast<std::int32_t>(std::max_element(logits, logits + vocab) - logits);
-  std::vector<int> order(static_cast<std::size_t>(vocab));
-  for (int i = 0; i < vocab; ++i) order[static_cast<std::size_t>(i)] = i;
-  const int keep = top_k > 0 ? std::min(top_k, vocab) : vocab;
-  std::partial_sort(order.begin(), order.begin() + keep, order.end(),
-                    [&](int a, int b) { return logits[a] > logits[b]; });
-  std::vector<double> p(static_cast<std::size_t>(keep));
-  const double top = logits[order[0]];
-  double sum = 0;
-  for (int i = 0; i < keep; ++i) sum += p[static_cast<std::size_t>(i)] = std::exp((logits[order[static_cast<std::size_t>(i)]] - top) / temperature);
-  double u = rng.uniform() * sum;
-  for (int i = 0; i < keep; ++i) {
-    u -= p[static_cast<std::size_t>(i)];
-    if (u <= 0) return order[static_cast<std::size_t>(i)];
-  }
-  return order[static_cast<std::size_t>(keep - 1)];
-}
 
 int run_generate(const GenerateOptions& o) {
   if (o.checkpoint.empty()) throw Error("generate: give a checkpoint (nsa generate CHECKPOINT)");
@@ -71,7 +51,7 @@ int run_generate(const GenerateOptions& o) {
   const auto prefilled = std::chrono::steady_clock::now();
   std::int64_t read_total = 0;
   for (std::int64_t i = 0; i < o.tokens; ++i) {
-    const std::int32_t token = sample_token(logits, m.config().vocab, o.temperature, o.top_k, rng);
+    const std::int32_t token = model::sample_token(logits, m.config().vocab, o.temperature, o.top_k, rng);
     const char c = static_cast<char>(token);
     std::fwrite(&c, 1, 1, stdout);
     std::fflush(stdout);

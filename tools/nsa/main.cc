@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
       nsa::cli::add_train_command(app),
       nsa::cli::add_eval_command(app),
       nsa::cli::add_generate_command(app),
+      nsa::cli::add_serve_command(app),
       nsa::cli::add_inspect_command(app),
       nsa::cli::add_plot_loss_command(app),
   };
