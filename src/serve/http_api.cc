@@ -161,6 +161,11 @@ struct HttpServer::Impl {
     const std::string text = chat ? render_chat(messages_of(body)) : prompt_of(body);
     t.tokens = model::encode_bytes(text);
     const bool stream = field<bool>(body, "stream", false);
+    bool include_usage = false;
+    if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
+      if (!it->is_object()) throw RequestError(400, "'stream_options' must be an object");
+      include_usage = field<bool>(*it, "include_usage", false);
+    }
     const std::shared_ptr<Turn> turn = engine.submit(std::move(t));
     const std::string id = new_id(chat ? "chatcmpl-" : "cmpl-");
     const std::int64_t created = now_seconds();
@@ -223,6 +228,12 @@ struct HttpServer::Impl {
             tail = "data: " + dump({{"error", e}}) + "\n\n";
           } else {
             tail = chunk(chat ? json::object() : json(""), turn->finish_reason());
+            if (include_usage) {  // OpenAI's stream_options.include_usage: a last chunk, no choices
+              json u = {{"id", id},           {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                        {"created", created}, {"model", model},
+                        {"choices", json::array()}, {"usage", usage()}};
+              tail += "data: " + dump(u) + "\n\n";
+            }
           }
           tail += "data: [DONE]\n\n";
           *state = 2;
