@@ -77,7 +77,7 @@ struct OfflineTurn {
 
 inline std::vector<std::string> offline_replies(const model::Model<float>& m, const std::vector<OfflineTurn>& turns) {
   ThreadPool pool(1);
-  model::Generator gen(m, 8192);
+  model::Generator gen(m, 32768);
   std::vector<std::string> replies;
   std::vector<std::int32_t> pending;
   for (const OfflineTurn& t : turns) {
