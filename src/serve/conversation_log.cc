@@ -134,7 +134,8 @@ LogHeader parse_header(Reader& r) {
   r.at += id_bytes;
   const std::uint64_t want = fnv1a64(r.bytes.data(), r.at);
   if (r.get<std::uint64_t>() != want) r.fail("the header's checksum does not match");
-  if (h.row_floats <= 0) r.fail("row size " + std::to_string(h.row_floats));
+  // A row is a token's K/V over every layer: far below 2^28 floats for any model here.
+  if (h.row_floats <= 0 || h.row_floats > (std::int64_t{1} << 28)) r.fail("row size " + std::to_string(h.row_floats));
   return h;
 }
 
@@ -245,7 +246,9 @@ LogContents read_log(const std::string& path, const LogHeader* expect) {
       if (len < 16) r.fail("a rows record of " + std::to_string(len) + " bytes");
       const auto first = p.get<std::int64_t>();
       const auto n = p.get<std::int64_t>();
-      if (n <= 0 || static_cast<std::uint64_t>(n) * (4 + 4 * static_cast<std::uint64_t>(rf)) != len - 16)
+      // Compared by division: n and len come from the file, their product could wrap.
+      const std::uint64_t per_token = 4 + 4 * static_cast<std::uint64_t>(rf);
+      if (n <= 0 || (len - 16) % per_token != 0 || (len - 16) / per_token != static_cast<std::uint64_t>(n))
         r.fail("a rows record's length does not match its token count");
       if (first != have)
         r.fail("rows from position " + std::to_string(first) + " after " + std::to_string(have) + " tokens");
@@ -258,7 +261,8 @@ LogContents read_log(const std::string& path, const LogHeader* expect) {
     } else if (kind == kPending) {
       if (len < 8) r.fail("a pending record of " + std::to_string(len) + " bytes");
       const auto n = p.get<std::int64_t>();
-      if (n < 0 || static_cast<std::uint64_t>(n) * 4 != len - 8) r.fail("a pending record's length does not match");
+      if (n < 0 || (len - 8) % 4 != 0 || (len - 8) / 4 != static_cast<std::uint64_t>(n))
+        r.fail("a pending record's length does not match");
       c.pending.resize(static_cast<std::size_t>(n));
       std::memcpy(c.pending.data(), bytes.data() + p.at, static_cast<std::size_t>(n) * 4);
     } else if (kind == kTruncate) {
