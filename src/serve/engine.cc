@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "common/fnv1a.h"
+#include "model/data/corpus.h"
 #include "model/data/rng.h"
 #include "model/sampling.h"
 #include "model/training/checkpoint_io.h"
@@ -775,7 +776,7 @@ std::vector<ConversationInfo> Engine::conversations() const {
   std::lock_guard<std::mutex> lock(s_->mu);
   std::vector<ConversationInfo> out;
   for (const auto& [id, c] : s_->convs)
-    out.push_back({id, static_cast<std::int64_t>(c->tokens.size()), c->slot >= 0, c->busy, c->error});
+    out.push_back({id, static_cast<std::int64_t>(c->tokens.size()), c->slot >= 0, c->busy, c->error, ""});
   return out;
 }
 
@@ -784,7 +785,10 @@ ConversationInfo Engine::conversation(const std::string& id) const {
   auto it = s_->convs.find(id);
   if (it == s_->convs.end()) throw RequestError(404, "no conversation '" + id + "'");
   const Conversation& c = *it->second;
-  return {id, static_cast<std::int64_t>(c.tokens.size()), c.slot >= 0, c.busy, c.error};
+  ConversationInfo info{id, static_cast<std::int64_t>(c.tokens.size()), c.slot >= 0, c.busy, c.error, ""};
+  info.text = model::decode_bytes(c.tokens.data(), static_cast<index_t>(c.tokens.size()));
+  info.text += model::decode_bytes(c.pending.data(), static_cast<index_t>(c.pending.size()));
+  return info;
 }
 
 void Engine::remove(const std::string& id) {

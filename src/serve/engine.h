@@ -105,6 +105,7 @@ struct ConversationInfo {
   bool resident = false;
   bool busy = false;
   std::string error;  // a conversation whose log is corrupted: why it is refused
+  std::string text;   // its tokens as bytes (conversation(id) only)
 };
 
 // The last step of a conversation, per layer (Generator::last_step) and its position.

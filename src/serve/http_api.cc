@@ -164,6 +164,7 @@ struct HttpServer::Impl {
     auto info_json = [](const ConversationInfo& c) {
       json j = {{"id", c.id}, {"object", "conversation"}, {"tokens", c.tokens}, {"in_memory", c.resident}, {"busy", c.busy}};
       if (!c.error.empty()) j["error"] = c.error;
+      if (!c.text.empty()) j["text"] = c.text;
       return j;
     };
     server.Get("/v1/conversations", [this, info_json](const httplib::Request&, httplib::Response& res) {

@@ -25,7 +25,8 @@ canvas { border: 1px solid #ccc; display: block; margin-bottom: 12px; }
   <div id="gates"></div>
 </div>
 <script>
-const cid = 'page' + Math.floor(Math.random() * 1e9);
+// ?conversation=ID watches (and chats into) an existing conversation; else a new one.
+const cid = new URLSearchParams(location.search).get('conversation') || ('page' + Math.floor(Math.random() * 1e9));
 document.getElementById('cid').textContent = cid;
 const log = document.getElementById('log');
 function line(cls, text) { const d = document.createElement('div'); d.className = cls; d.textContent = text; log.appendChild(d); return d; }
@@ -50,6 +51,8 @@ document.getElementById('form').onsubmit = async (e) => {
     }
   }
 };
+// The conversation so far (a watched one may have history).
+fetch('/v1/conversations/' + cid).then(r => r.ok ? r.json() : null).then(c => { if (c && c.text) line('assistant', c.text); });
 async function poll() {
   try {
     const r = await fetch('/v1/conversations/' + cid + '/attention');

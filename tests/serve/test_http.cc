@@ -84,6 +84,9 @@ TEST_F(HttpTest, CompletionAndChatHaveOpenAIShapes) {
   EXPECT_EQ(chat["object"], "chat.completion");
   EXPECT_EQ(chat["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(chat["conversation"], "mine");
+  auto one = client->Get("/v1/conversations/mine");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(json::parse(one->body)["text"].get<std::string>().rfind("User: hello\nAssistant:", 0), 0u) << one->body;
   auto list = client->Get("/v1/conversations");
   ASSERT_TRUE(list);
   EXPECT_EQ(json::parse(list->body)["data"].size(), 2u);
