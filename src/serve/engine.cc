@@ -1,8 +1,9 @@
 // The engine: conversations, the scheduler thread, persistence and the metrics it keeps.
 //
 // Threads: HTTP handlers call submit() and the read-only queries under `mu`; the scheduler
-// thread alone touches the Generator (and the conversations' slots and logs), taking `mu`
-// to change what the handlers can see.
+// thread alone touches the Generator (and the conversations' slots and logs), and changes
+// what the handlers read (a conversation's tokens, pending, slot, busy, the map) only under
+// `mu`; its own reads of them need no lock, since no other thread writes them.
 #include "serve/engine.h"
 
 #include <sys/stat.h>
@@ -407,6 +408,7 @@ void EngineState::start(const std::shared_ptr<Running>& rp) {
     reused = static_cast<std::int64_t>(conv->tokens.size());
     fresh = conv->pending;
     fresh.insert(fresh.end(), req.begin(), req.end());
+    std::lock_guard<std::mutex> lock(mu);
     conv->pending.clear();
   } else {
     // The idle conversation sharing the longest prefix with the request.
@@ -479,6 +481,7 @@ void EngineState::start(const std::shared_ptr<Running>& rp) {
     }
     reused = static_cast<std::int64_t>(common);
     fresh.assign(req.begin() + static_cast<std::ptrdiff_t>(common), req.end());
+    std::lock_guard<std::mutex> lock(mu);
     conv->pending.clear();
   }
   r.conv = conv;  // (auto mode: in place)
@@ -491,7 +494,10 @@ void EngineState::start(const std::shared_ptr<Running>& rp) {
   if (fresh.empty()) {
     if (conv->tokens.empty()) throw RequestError(400, "the prompt is empty");
     fresh.push_back(conv->tokens.back());
-    conv->tokens.pop_back();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      conv->tokens.pop_back();
+    }
     generator.truncate(conv->slot, static_cast<index_t>(conv->tokens.size()));
     --reused;
   }
@@ -499,7 +505,10 @@ void EngineState::start(const std::shared_ptr<Running>& rp) {
     throw RequestError(400, "conversation " + conv->id + " would hold " + str(static_cast<std::int64_t>(conv->tokens.size() + fresh.size())) +
                                 " tokens, over the context limit of " + str(options.max_context));
   const float* logits = generator.prefill(conv->slot, fresh.data(), static_cast<index_t>(fresh.size()), pool);
-  conv->tokens.insert(conv->tokens.end(), fresh.begin(), fresh.end());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    conv->tokens.insert(conv->tokens.end(), fresh.begin(), fresh.end());
+  }
   r.reply_start = static_cast<std::int64_t>(conv->tokens.size());
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -576,7 +585,10 @@ void EngineState::step_all() {
   std::vector<float> mine(static_cast<std::size_t>(vocab));
   for (std::size_t i = 0; i < batch.size(); ++i) {
     Running& r = *batch[i];
-    r.conv->tokens.push_back(r.next);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      r.conv->tokens.push_back(r.next);
+    }
     observe_step(*r.conv);
     std::copy(logits + static_cast<index_t>(i) * vocab, logits + static_cast<index_t>(i + 1) * vocab, mine.begin());
     take(r, model::sample_token(mine.data(), static_cast<int>(vocab), r.request.sampling.temperature,
@@ -623,8 +635,11 @@ void EngineState::take(Running& r, std::int32_t token) {
     // The cache keeps the reply up to the stop string (byte tokens: stop_at of them).
     const auto keep = static_cast<index_t>(r.reply_start) + static_cast<index_t>(stop_at);
     if (keep < generator.position(c.slot)) generator.truncate(c.slot, keep);
-    c.tokens.resize(static_cast<std::size_t>(generator.position(c.slot)));
-    c.pending.clear();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      c.tokens.resize(static_cast<std::size_t>(generator.position(c.slot)));
+      c.pending.clear();
+    }
     drop_running();
     finish(r, "stop");
     return;
@@ -632,7 +647,10 @@ void EngineState::take(Running& r, std::int32_t token) {
   const auto produced = static_cast<std::int64_t>(r.generated.size());
   if (produced >= s.max_tokens || static_cast<std::int64_t>(c.tokens.size()) + 1 >= options.max_context) {
     emit(r.generated.size());
-    c.pending = {token};
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      c.pending = {token};
+    }
     drop_running();
     finish(r, "length");
     return;

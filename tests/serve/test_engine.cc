@@ -4,6 +4,7 @@
 // torn logs; refusals.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -109,10 +110,18 @@ TEST_F(EngineTest, ConcurrentTurnsAreBatchedAndEachGetsItsOwnReply) {
   for (int i = 0; i < n; ++i)
     clients.emplace_back([&, i] { turns[static_cast<std::size_t>(i)] = engine.submit(turn("Psalm " + std::to_string(i * 7), 40)); });
   for (auto& c : clients) c.join();
+  // A monitoring client reading the conversations while they grow.
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    while (!done)
+      for (const ConversationInfo& c : engine.conversations()) (void)engine.conversation(c.id).text.size();
+  });
   for (int i = 0; i < n; ++i) {
     const std::string got = turns[static_cast<std::size_t>(i)]->wait();
     EXPECT_EQ(got, testing::offline_replies(model, {{"Psalm " + std::to_string(i * 7), 40}})[0]) << "client " << i;
   }
+  done = true;
+  watcher.join();
   const std::string m = engine.metrics_text();
   // Fewer steps than tokens stepped: steps ran several sequences at once.
   EXPECT_LT(metric(m, "nsa_decode_steps_total"), metric(m, "nsa_step_batch_size_sum")) << m;
