@@ -52,16 +52,12 @@ std::vector<std::string> nsa_fuzz_seeds() {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::string bytes(reinterpret_cast<const char*>(data), size);
-#ifdef NSA_FUZZ_FIX_CHECKSUMS
-  fix_checksums(bytes);
-#endif
-  const std::string& path = nsa::fuzz::write_input(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+  const std::string& path = nsa::fuzz::input_file(data, size, fix_checksums);
   try {
     const nsa::serve::LogContents c = nsa::serve::read_log(path);
     // What a valid log gives is consistent: a row per token.
     if (c.rows.size() != c.tokens.size() * static_cast<std::size_t>(c.header.row_floats)) __builtin_trap();
-    if (c.valid_bytes > bytes.size()) __builtin_trap();
+    if (c.valid_bytes > size) __builtin_trap();
   } catch (const nsa::serve::LogError&) {
   }
   return 0;

@@ -77,11 +77,7 @@ std::vector<std::string> nsa_fuzz_seeds() {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  std::string bytes(reinterpret_cast<const char*>(data), size);
-#ifdef NSA_FUZZ_FIX_CHECKSUMS
-  fix_checksums(bytes);
-#endif
-  const std::string& path = nsa::fuzz::write_input(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+  const std::string& path = nsa::fuzz::input_file(data, size, fix_checksums);
   static nsa::DecodeCache cache = make_cache();
   try {
     cache.load_sequence(1, path);

@@ -33,6 +33,17 @@ inline const std::string& write_input(const std::uint8_t* data, std::size_t size
   return scratch_path();
 }
 
+// The input as a file, its checksums first repaired by `fix` when the harness is built
+// with NSA_FUZZ_FIX_CHECKSUMS (the _fixed variants).
+template <class Fix>
+const std::string& input_file(const std::uint8_t* data, std::size_t size, [[maybe_unused]] Fix&& fix) {
+  std::string bytes(reinterpret_cast<const char*>(data), size);
+#ifdef NSA_FUZZ_FIX_CHECKSUMS
+  fix(bytes);
+#endif
+  return write_input(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+}
+
 inline std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());

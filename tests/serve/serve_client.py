@@ -1,5 +1,6 @@
 """Shared by the serve tests run from Python: a tiny checkpoint trained by `nsa train`, and
 an `nsa serve` process on a free port with the official OpenAI client pointed at it."""
+import argparse
 import json
 import os
 import signal
@@ -52,3 +53,20 @@ class Server:
     def stop(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
         self.proc.wait(timeout=30)
+
+
+def check(cond, what):
+    """A named assertion that prints what passed."""
+    if not cond:
+        raise AssertionError(what)
+    print("ok  ", what)
+
+
+def test_arguments(extra=()):
+    """--nsa (the binary), --workdir, and the extra optional flags named in `extra`."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nsa", required=True)
+    ap.add_argument("--workdir", required=True)
+    for flag in extra:
+        ap.add_argument(flag)
+    return ap.parse_args()

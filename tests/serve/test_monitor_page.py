@@ -6,7 +6,6 @@ Chromium dumps and in the pixels of its screenshot.
 Run by ctest (serve.monitor_page):
     python test_monitor_page.py --nsa build/tools/nsa/nsa --workdir DIR [--screenshot OUT.png]
 """
-import argparse
 import os
 import shutil
 import struct
@@ -14,7 +13,7 @@ import subprocess
 import sys
 import zlib
 
-from serve_client import Server, train_tiny
+from serve_client import Server, check, test_arguments, train_tiny
 
 
 def chromium():
@@ -70,18 +69,8 @@ def png_pixels(path):
     return w, h, bpp, rows
 
 
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print("ok  ", what)
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--nsa", required=True)
-    ap.add_argument("--workdir", required=True)
-    ap.add_argument("--screenshot")
-    a = ap.parse_args()
+    a = test_arguments(["--screenshot"])
     shutil.rmtree(a.workdir, ignore_errors=True)
     os.makedirs(a.workdir)
     srv = Server(a.nsa, train_tiny(a.nsa, a.workdir), os.path.join(a.workdir, "state"))

@@ -8,7 +8,6 @@ corrupted state file (that conversation refused with a clear error, the others s
 Run by ctest (serve.openai_client):
     python test_openai_client.py --nsa build/tools/nsa/nsa --workdir DIR
 """
-import argparse
 import json
 import os
 import shutil
@@ -17,24 +16,15 @@ import sys
 import threading
 
 import openai
-from serve_client import Server, train_tiny
+from serve_client import Server, check, test_arguments, train_tiny
 
 
 def metric(m, name, **labels):
     return m[name + json.dumps(labels, sort_keys=True)]
 
 
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print("ok  ", what)
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--nsa", required=True)
-    ap.add_argument("--workdir", required=True)
-    a = ap.parse_args()
+    a = test_arguments()
     shutil.rmtree(a.workdir, ignore_errors=True)
     os.makedirs(a.workdir)
     ckpt = train_tiny(a.nsa, a.workdir)
