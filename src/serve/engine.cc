@@ -189,6 +189,8 @@ struct EngineState {
   void persist(Conversation& c);
   void make_resident(Conversation& c, const Conversation* keep);
   index_t take_slot(const Conversation* keep);
+  // The idle conversation in memory used longest ago, other than `keep`; null if none.
+  Conversation* least_recently_used_idle(const Conversation* keep);
   void evict(Conversation& c);
   void enforce_memory();
   void observe_step(Conversation& c);
@@ -313,6 +315,14 @@ void EngineState::loop() {
   for (const auto& r : left) finish(*r, "cancelled");
 }
 
+Conversation* EngineState::least_recently_used_idle(const Conversation* keep) {
+  std::lock_guard<std::mutex> lock(mu);
+  Conversation* lru = nullptr;
+  for (auto& [id, c] : convs)
+    if (c->slot >= 0 && !c->busy && c.get() != keep && (!lru || c->last_used < lru->last_used)) lru = c.get();
+  return lru;
+}
+
 index_t EngineState::take_slot(const Conversation* keep) {
   std::int64_t resident = 0;
   {
@@ -323,12 +333,7 @@ index_t EngineState::take_slot(const Conversation* keep) {
   // source is the only idle one.
   if (free_slots.empty() || resident >= options.max_resident) {
     // The least recently used idle conversation in memory leaves it.
-    Conversation* lru = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      for (auto& [id, c] : convs)
-        if (c->slot >= 0 && !c->busy && c.get() != keep && (!lru || c->last_used < lru->last_used)) lru = c.get();
-    }
+    Conversation* lru = least_recently_used_idle(keep);
     if (lru)
       evict(*lru);
     else if (free_slots.empty())
@@ -719,12 +724,7 @@ void EngineState::finish(Running& r, const std::string& reason, int status, cons
 void EngineState::enforce_memory() {
   if (options.max_memory == 0) return;
   while (generator.cache_bytes() > options.max_memory) {
-    Conversation* lru = nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      for (auto& [id, c] : convs)
-        if (c->slot >= 0 && !c->busy && (!lru || c->last_used < lru->last_used)) lru = c.get();
-    }
+    Conversation* lru = least_recently_used_idle(nullptr);
     if (!lru) break;
     evict(*lru);
   }
