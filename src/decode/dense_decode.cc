@@ -5,9 +5,12 @@
 //   heads  H_kv > 1: a task is a key split of every kv head at once (attend_heads), so
 //          the cache is read in memory order. At llama3-8b's shape (32 / 8 / 128) on a
 //          2-core Zen 3 this took the step from 24 to ~9 ms at T = 16384.
-//   groups H_kv = 1, and bf16 caches on CPUs with vdpbf16ps (the pairs kernel has no
-//          in-place form yet): a task is (kv head, key split), attend_partial on one
-//          strided segment.
+//          bf16 caches widen to fp32 as read, also where the CPU has vdpbf16ps: this
+//          schedule is bound by memory, not by the products (on an Intel Xeon with
+//          AVX512_BF16 the pairs path over strided heads reached 22-42% of the DRAM
+//          bandwidth at T = 65536 at llama3-8b / 70b and MHA shapes, this one ...).
+//   groups H_kv = 1: a task is (kv head, key split), attend_partial on one strided
+//          segment.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -41,7 +44,7 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
 
   std::vector<std::vector<decode::Partial>> parts(static_cast<size_t>(kv_heads),
                                                   std::vector<decode::Partial>(static_cast<size_t>(splits)));
-  const bool by_heads = kv_heads > 1 && !(storage == CacheStorage::bf16 && cpu::bf16_dot_enabled());
+  const bool by_heads = kv_heads > 1;
   if (by_heads) {
     std::vector<float> qs(static_cast<size_t>(heads * d_k));
     for (index_t i = 0; i < heads * d_k; ++i) qs[static_cast<size_t>(i)] = q[i] * s;
