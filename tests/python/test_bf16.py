@@ -22,6 +22,16 @@ from conftest import SMALL, leaves, make_problem, op_kwargs, positional, rel_err
 BF16_TOL = 1e-2
 
 
+def grad_err(x, ref, scale):
+    """||x - ref|| / max(||ref||, 1e-2 scale), scale the case's largest gradient norm. A
+    gradient that is zero by structure (phi_k's b2, the linear phi's pe: a shift of every
+    compressed key, which the softmax ignores) is rounding noise; on a CPU with AVX512_BF16
+    the bf16 forward rounds P to bf16 in P V, so that noise is of order 2^-9 of the other
+    gradients (the C++ bf16 backward test measures it): it must stay under 1e-4 of scale."""
+    x, ref = x.detach().double(), ref.detach().double()
+    return (x - ref).norm().item() / max(ref.norm().item(), 1e-2 * scale)
+
+
 def as_dtype(p, dtype, requires_grad=False):
     """The problem's tensors in dtype (values already bf16-representable), as fresh leaves."""
     out = {}
@@ -64,10 +74,11 @@ def test_bf16_forward_and_backward_match_float64_on_the_same_values(case):
     d_out = torch.randn(o64.shape, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     (o16.float() * d_out.to(torch.bfloat16).float()).sum().backward()
     (o64 * d_out.to(torch.bfloat16).double()).sum().backward()
+    scale = max(t64.grad.norm().item() for _, t64 in leaves(p64))
     for (name, t16), (_, t64) in zip(leaves(p16), leaves(p64)):
         assert t16.grad is not None and t16.grad.dtype == torch.bfloat16, name
         assert torch.isfinite(t16.grad.float()).all(), name
-        assert rel_err(t16.grad, t64.grad) < BF16_TOL, name
+        assert grad_err(t16.grad, t64.grad, scale) < BF16_TOL, name
 
 
 def test_bf16_output_is_the_fp32_result_rounded_once():
