@@ -307,6 +307,52 @@ TEST(CpuBf16ForwardTargets, DotPathFollowsTheCpu) {
   EXPECT_NE(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
 }
 
+// Without vdpbf16ps (the widening path; on Intel CPUs the default) the bf16 forward is the
+// fp32 forward on the same values with Kc/Vc rounded to bf16: its saved Kc are the fp32
+// forward's rounded, bit for bit, and its output within fp32 rounding of the fp32 one
+// (it attends the rounded Kc, the fp32 forward the unrounded ones).
+TEST(CpuBf16ForwardTargets, WideningPathIsTheFp32ForwardOnTheSameValues) {
+  const Config config(small_options());
+  Bf16NsaProblem prob(config, shape(200, 6, 2, 24, 16, false, 127));
+  ThreadPool pool(2);
+  cpu::set_bf16_dot_allowed(false);
+  std::vector<float> o16, o32;
+  NsaSaved<float> s16, s32;
+  nsa_forward(config, prob.inputs16(), prob.out_view(o16), &s16, pool);
+  cpu::set_bf16_dot_allowed(true);
+  nsa_forward(config, prob.base().inputs32(), prob.out_view(o32), &s32, pool);
+  ASSERT_EQ(s16.k_cmp_blocks.size(), s32.k_cmp_blocks.size());
+  ASSERT_FALSE(s16.k_cmp_blocks.empty());
+  size_t changed = 0;
+  for (size_t i = 0; i < s32.k_cmp_blocks.size(); ++i) {
+    const float want = static_cast<float>(bf16(s32.k_cmp_blocks[i]));
+    ASSERT_EQ(std::bit_cast<std::uint32_t>(s16.k_cmp_blocks[i]), std::bit_cast<std::uint32_t>(want)) << i;
+    changed += want != s32.k_cmp_blocks[i];
+  }
+  EXPECT_GT(changed, s32.k_cmp_blocks.size() / 2);  // the rounding is real
+  EXPECT_LT(relative_error(o16, std::vector<double>(o32.begin(), o32.end())), 1e-2);
+}
+
+// dense_forward without vdpbf16ps: the fp32 dense forward on the widened values, bitwise.
+TEST(CpuBf16DenseTargets, WideningPathIsTheFp32ForwardBitwise) {
+  Bf16Dense p(cpu_test::shape(150, 6, 2, 20, 12, false, 128));
+  std::vector<float> q(p.q.size()), k(p.k.size()), v(p.v.size());
+  to_float(p.q.data(), q.data(), q.size());
+  to_float(p.k.data(), k.data(), k.size());
+  to_float(p.v.data(), v.data(), v.size());
+  const DenseInputs<float> f{{q.data(), p.in16.q.shape, p.in16.q.stride},
+                             {k.data(), p.in16.k.shape, p.in16.k.stride},
+                             {v.data(), p.in16.v.shape, p.in16.v.stride}, p.in16.seqs, 0.0};
+  ThreadPool pool(2);
+  std::vector<float> o16, o32, lse16(150 * 6), lse32(150 * 6);
+  cpu::set_bf16_dot_allowed(false);
+  dense_forward(p.in16, p.prob.out_view(o16), lse16.data(), pool);
+  cpu::set_bf16_dot_allowed(true);
+  dense_forward(f, p.prob.out_view(o32), lse32.data(), pool);
+  EXPECT_EQ(0, std::memcmp(o16.data(), o32.data(), o16.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(lse16.data(), lse32.data(), lse16.size() * sizeof(float)));
+}
+
 TEST(CpuBf16ForwardDeterminism, IndependentOfThreads) {
   const Config config(small_options());
   Bf16NsaProblem prob(config, shape(300, 6, 2, 64, 32, false, 126));

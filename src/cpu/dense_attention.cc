@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "cpu/kernels.h"
+#include "cpu/widen.h"
 #include "nsa/thread_pool.h"
 
 namespace nsa {
@@ -78,9 +79,14 @@ void dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* l
   forward(in, out, lse, pool);
 }
 
+// bf16: the pairs kernels where vdpbf16ps is in use; otherwise q, k, v widened once and
+// the fp32 kernels (the fp32 speed and result on the same values; see nsa_forward).
 void dense_forward(const DenseInputs<bf16>& in, TensorView<float> out, float* lse,
                    ThreadPool& pool) {
-  forward(in, out, lse, pool);
+  if (cpu::bf16_dot_enabled()) return forward(in, out, lse, pool);
+  validate_dense(in, out);
+  const cpu::WidenedDenseInputs widened(in, pool);
+  forward(widened.f, out, lse, pool);
 }
 
 }  // namespace nsa

@@ -128,12 +128,16 @@ KeyPairTiles transpose_key_pairs(const std::vector<KeySpanT<bf16>>& spans, index
 void attach_transposed(std::vector<KeyValues>& kvs, const std::vector<index_t>& lens,
                        index_t d_k, index_t d_v, KeyTiles& keys, KeyTiles& values, ThreadPool& pool);
 
-// ---- bf16 dot product (bf16.cc) ---------------------------------------------------------
-// Whether the bf16 kernels use the CPU's bf16 pair dot product (vdpbf16ps, AVX512_BF16)
-// for this call: the SIMD target in use is an AVX-512 one, the CPU has AVX512_BF16, and
-// tests have not turned it off. Otherwise bf16 is widened to fp32 and the fp32 kernels run.
+// ---- bf16 dot product (bf16_dot.cc) -----------------------------------------------------
+// Whether the CPU's bf16 pair dot product (vdpbf16ps, AVX512_BF16) can run: the SIMD
+// target in use is an AVX-512 one and the CPU has AVX512_BF16.
+bool bf16_dot_available();
+// Whether the bf16 kernels use it for this call: available, and preferred (the policy:
+// not on Intel CPUs, where it measured slower than fp32 FMAs; NSA_BF16_DOT=0/1 overrides)
+// or forced by tests. Otherwise bf16 is widened to fp32 and the fp32 kernels run.
 bool bf16_dot_enabled();
-// Tests: false makes bf16_dot_enabled() return false (the widening path on every target).
+// Tests: true forces the vdpbf16ps path wherever it is available, false the widening
+// path on every target (the policy no longer applies in this process).
 void set_bf16_dot_allowed(bool allowed);
 
 // ---- phi: compression of raw key/value blocks (phi.cc) ---------------------------------

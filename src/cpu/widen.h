@@ -1,6 +1,6 @@
 // fp32 copies of bf16 inputs, for the CPU paths that run fp32 kernels over bf16 storage:
-// phi's weights in the bf16 forward, every input of the bf16 backward. Exact: every bf16
-// value is a float.
+// phi's weights in the bf16 forward, every input of the bf16 forward where it does not
+// use vdpbf16ps and of the bf16 backward. Exact: every bf16 value is a float.
 #pragma once
 
 #include <memory>
@@ -74,6 +74,43 @@ class WidenedViews {
   };
   ThreadPool& pool_;
   std::vector<Copy> copies_;
+};
+
+// Every input of a bf16 NSA call widened (WidenedViews: shared K/V stay shared; Fp32Phi),
+// as the NsaInputs<float> `f` of the fp32 kernels; it owns the copies. Validate first.
+struct WidenedNsaInputs {
+  WidenedViews views;
+  Fp32Phi phi_k, phi_v;
+  NsaInputs<float> f;
+
+  WidenedNsaInputs(const Config& config, const NsaInputs<bf16>& in, ThreadPool& pool)
+      : views(pool), phi_k(config, in.phi_k, in.k_cmp.dim()), phi_v(config, in.phi_v, in.v_cmp.dim()) {
+    f.q = views(in.q);
+    f.k_cmp = views(in.k_cmp);
+    f.v_cmp = views(in.v_cmp);
+    f.k_slc = views(in.k_slc);
+    f.v_slc = views(in.v_slc);
+    f.k_win = views(in.k_win);
+    f.v_win = views(in.v_win);
+    f.gates = views(in.gates);
+    f.phi_k = phi_k.w;
+    f.phi_v = phi_v.w;
+    f.seqs = in.seqs;
+  }
+};
+
+// The same for a dense call.
+struct WidenedDenseInputs {
+  WidenedViews views;
+  DenseInputs<float> f;
+
+  WidenedDenseInputs(const DenseInputs<bf16>& in, ThreadPool& pool) : views(pool) {
+    f.q = views(in.q);
+    f.k = views(in.k);
+    f.v = views(in.v);
+    f.seqs = in.seqs;
+    f.scale = in.scale;
+  }
 };
 
 }  // namespace nsa::cpu

@@ -14,34 +14,15 @@ namespace nsa {
 void nsa_backward(const Config& config, const NsaInputs<bf16>& in, const NsaSaved<float>& saved,
                   TensorView<const float> d_out, const NsaGradients<float>& grads, ThreadPool& pool) {
   validate_nsa(config, in, d_out);
-  cpu::WidenedViews widen(pool);
-  NsaInputs<float> f;
-  f.q = widen(in.q);
-  f.k_cmp = widen(in.k_cmp);
-  f.v_cmp = widen(in.v_cmp);
-  f.k_slc = widen(in.k_slc);
-  f.v_slc = widen(in.v_slc);
-  f.k_win = widen(in.k_win);
-  f.v_win = widen(in.v_win);
-  f.gates = widen(in.gates);
-  const cpu::Fp32Phi phi_k(config, in.phi_k, in.k_cmp.dim()), phi_v(config, in.phi_v, in.v_cmp.dim());
-  f.phi_k = phi_k.w;
-  f.phi_v = phi_v.w;
-  f.seqs = in.seqs;
-  nsa_backward(config, f, saved, d_out, grads, pool);
+  const cpu::WidenedNsaInputs widened(config, in, pool);
+  nsa_backward(config, widened.f, saved, d_out, grads, pool);
 }
 
 void dense_backward(const DenseInputs<bf16>& in, TensorView<const float> out, const float* lse,
                     TensorView<const float> d_out, const DenseGradients<float>& grads, ThreadPool& pool) {
   validate_dense(in, d_out);
-  cpu::WidenedViews widen(pool);
-  DenseInputs<float> f;
-  f.q = widen(in.q);
-  f.k = widen(in.k);
-  f.v = widen(in.v);
-  f.seqs = in.seqs;
-  f.scale = in.scale;
-  dense_backward(f, out, lse, d_out, grads, pool);
+  const cpu::WidenedDenseInputs widened(in, pool);
+  dense_backward(widened.f, out, lse, d_out, grads, pool);
 }
 
 }  // namespace nsa
