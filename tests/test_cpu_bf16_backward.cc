@@ -59,7 +59,7 @@ double norm(const std::vector<double>& x) {
 // as noise of that order (measured on an Intel Xeon: up to 4.2e-5 of scale, against the
 // 1e-4 floor's 1e-6). Every other gradient keeps its own norm as the denominator.
 double grad_error(const std::vector<float>& x, const std::vector<double>& ref, double scale) {
-  const double floor = cpu::bf16_dot_enabled() ? 1e-2 : 1e-4;
+  const double floor = cpu::bf16_dot_for_forward() ? 1e-2 : 1e-4;
   double d = 0;
   for (size_t i = 0; i < ref.size(); ++i) d += (x[i] - ref[i]) * (x[i] - ref[i]);
   if (!std::isfinite(d)) return std::numeric_limits<double>::infinity();

@@ -3,11 +3,14 @@
 // Highway dispatches to an AVX-512 one (the one whose kernels carry the vdpbf16ps code,
 // attention_tile-inl.h), and does the CPU have AVX512_BF16 (CPUID leaf 7, sub-leaf 1,
 // EAX bit 5; the OS saves AVX-512 state, or Highway would not have chosen AVX-512).
-// Then a policy, by measurement: on AMD (Zen 4/5) vdpbf16ps beat two fp32 FMAs and is
-// used; on Intel it did not (a bf16 dense forward at T = 4096, H = 16 / 1, d = 128, on an
-// Emerald Rapids Xeon: 553 ms with vdpbf16ps, 498 widening per tile, 370 in fp32), so
-// there the bf16 forward widens its inputs once and runs the fp32 kernels. NSA_BF16_DOT=1
-// or 0 in the environment overrides the policy; tests force either path.
+// bf16_dot_for_forward adds a policy for the forward (prefill), by measurement: on AMD
+// (Zen 4/5) vdpbf16ps beat two fp32 FMAs and is used; on Intel it did not (a bf16 dense
+// forward at T = 4096, H = 16 / 1, d = 128, on an Emerald Rapids Xeon: 553 ms with
+// vdpbf16ps, 498 widening per tile, 370 in fp32), so there the bf16 forward widens its
+// inputs once and runs the fp32 kernels. NSA_BF16_DOT=1 or 0 in the environment overrides
+// that policy. The decode kernels, which read a bf16 cache once per step, use vdpbf16ps
+// wherever it is available (on the same Xeon the paper shape's dense step at T = 65536:
+// 7.8 ms with it, 10.5-17.5 ms widening). Tests force either path for both.
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -76,6 +79,10 @@ bool bf16_dot_available() {
 }
 
 bool bf16_dot_enabled() {
+  return bf16_dot_available() && g_bf16_dot_forced.load(std::memory_order_relaxed) != 0;
+}
+
+bool bf16_dot_for_forward() {
   static const bool preferred = policy_prefers_bf16_dot();
   const int forced = g_bf16_dot_forced.load(std::memory_order_relaxed);
   return bf16_dot_available() && (forced < 0 ? preferred : forced == 1);

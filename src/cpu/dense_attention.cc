@@ -29,7 +29,7 @@ void forward(const DenseInputs<T>& in, TensorView<float> out, float* lse, Thread
   std::stable_sort(tasks.begin(), tasks.end(),
                    [](const Task& a, const Task& b) { return a.t0 > b.t0; });
   bool pairs = false;
-  if constexpr (std::is_same_v<T, bf16>) pairs = cpu::bf16_dot_enabled();
+  if constexpr (std::is_same_v<T, bf16>) pairs = cpu::bf16_dot_for_forward();
   // Keys are transposed once for every query tile: fp32 keys, or bf16 keys as pairs when
   // the bf16 dot product is in use (otherwise they are widened per tile).
   cpu::KeyTiles key_tiles;
@@ -83,7 +83,7 @@ void dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* l
 // the fp32 kernels (the fp32 speed and result on the same values; see nsa_forward).
 void dense_forward(const DenseInputs<bf16>& in, TensorView<float> out, float* lse,
                    ThreadPool& pool) {
-  if (cpu::bf16_dot_enabled()) return forward(in, out, lse, pool);
+  if (cpu::bf16_dot_for_forward()) return forward(in, out, lse, pool);
   validate_dense(in, out);
   const cpu::WidenedDenseInputs widened(in, pool);
   forward(widened.f, out, lse, pool);

@@ -132,12 +132,15 @@ void attach_transposed(std::vector<KeyValues>& kvs, const std::vector<index_t>& 
 // Whether the CPU's bf16 pair dot product (vdpbf16ps, AVX512_BF16) can run: the SIMD
 // target in use is an AVX-512 one and the CPU has AVX512_BF16.
 bool bf16_dot_available();
-// Whether the bf16 kernels use it for this call: available, and preferred (the policy:
-// not on Intel CPUs, where it measured slower than fp32 FMAs; NSA_BF16_DOT=0/1 overrides)
-// or forced by tests. Otherwise bf16 is widened to fp32 and the fp32 kernels run.
+// Whether the bf16 decode kernels use it for this call: available, and not turned off by
+// tests. Otherwise bf16 is widened to fp32 as read.
 bool bf16_dot_enabled();
+// Whether the bf16 forward does: available, and preferred (the policy: not on Intel CPUs,
+// where it measured slower than fp32 FMAs; NSA_BF16_DOT=0/1 overrides) or forced by
+// tests. Otherwise the forward widens its inputs once and runs the fp32 kernels.
+bool bf16_dot_for_forward();
 // Tests: true forces the vdpbf16ps path wherever it is available, false the widening
-// path on every target (the policy no longer applies in this process).
+// path on every target, for the forward and the decode (the policy no longer applies).
 void set_bf16_dot_allowed(bool allowed);
 
 // ---- phi: compression of raw key/value blocks (phi.cc) ---------------------------------

@@ -82,7 +82,7 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
     }
     kc_t = kc16.data();
     vc_t = vc16.data();
-    pairs = cpu::bf16_dot_enabled();
+    pairs = cpu::bf16_dot_for_forward();
   } else {
     if (round_compressed)
       for (std::vector<float>* x : {&kc, &vc}) {
@@ -248,7 +248,7 @@ void nsa_forward(const Config& config, const NsaInputs<float>& in, TensorView<fl
 // and the fp32 forward's result on the same values, bit for bit.
 void nsa_forward(const Config& config, const NsaInputs<bf16>& in, TensorView<float> out,
                  NsaSaved<float>* saved, ThreadPool& pool) {
-  if (cpu::bf16_dot_enabled()) return forward(config, in, out, saved, pool);
+  if (cpu::bf16_dot_for_forward()) return forward(config, in, out, saved, pool);
   validate_nsa(config, in, out);  // names the bf16 inputs, before any copy
   const cpu::WidenedNsaInputs widened(config, in, pool);
   forward(config, widened.f, out, saved, pool, /*round_compressed=*/true);
