@@ -4,6 +4,7 @@
 #include "nsa/attention.h"
 #include "nsa/backward.h"
 #include "nsa/config.h"
+#include "nsa/cpu_features.h"
 #include "nsa/decode.h"
 #include "nsa/error.h"
 #include "nsa/tensor.h"

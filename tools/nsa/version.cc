@@ -1,6 +1,7 @@
 // nsa version: what this binary is. Version, build type and compiler, the SIMD targets
 // compiled in (Highway picks the best one the CPU supports at run time; no -march flags),
-// and whether the CUDA kernels are built in (and how many devices are visible).
+// the bf16 dot product and AMX (nsa/cpu_features.h), and whether the CUDA kernels are
+// built in (and how many devices are visible).
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -10,6 +11,7 @@
 
 #include "commands.h"
 #include "hwy/targets.h"
+#include "nsa/cpu_features.h"
 #include "nsa/version.h"
 #if NSA_CLI_WITH_CUDA
 #include "nsa/cuda.h"
@@ -45,6 +47,14 @@ int run_version() {
   std::printf("simd:    compiled %s; this CPU can run %s; in use %s\n",
               target_names(compiled).c_str(), target_names(usable).c_str(),
               usable != 0 ? hwy::TargetName(usable & -usable) : "(none)");
+  const nsa::CpuBf16Features bf = nsa::cpu_bf16_features();
+  if (!bf.bf16_dot)
+    std::printf("bf16:    widened to fp32 (no vdpbf16ps on this CPU or SIMD target)\n");
+  else
+    std::printf("bf16:    vdpbf16ps (AVX512_BF16) in the decode %s, in the forward %s\n",
+                bf.bf16_dot_in_decode ? "yes" : "no",
+                bf.bf16_dot_in_forward ? "yes" : "no (widened once to fp32: faster on Intel; NSA_BF16_DOT=1 to use it)");
+  std::printf("amx:     %s\n", nsa::to_string(bf.amx));
   std::printf("threads: %u hardware threads\n", std::thread::hardware_concurrency());
 #if NSA_CLI_WITH_CUDA
   const int devices = nsa::cuda::device_count();
