@@ -121,6 +121,12 @@ nsa_status nsa_decode_append(nsa_decode_cache* cache, int64_t seq, int64_t token
 /* One token for each of the `count` distinct sequences seqs[0..count); out [count, H, d_v]. */
 nsa_status nsa_decode_step(nsa_decode_cache* cache, int64_t count, const int64_t* seqs,
                            const nsa_decode_tokens* x, float* out);
+/* `tokens` = k >= 1 tokens for each of the `count` distinct sequences (x holds [count, k]
+ * rows, sequence-major); out [count, k, H, d_v]. Token j of a sequence sees the ones before
+ * it and makes its own selection, exactly as k single steps would (speculative decoding's
+ * draft tokens; nsa_decode_truncate drops the rejected ones). All-or-nothing. */
+nsa_status nsa_decode_step_tokens(nsa_decode_cache* cache, int64_t count, const int64_t* seqs, int64_t tokens,
+                                  const nsa_decode_tokens* x, float* out);
 nsa_status nsa_decode_reset(nsa_decode_cache* cache, int64_t seq);
 /* Makes the empty sequence `dst` a copy of `src` sharing its chunks (copied on their first
  * write): a common prefix stored once. */
@@ -139,6 +145,10 @@ nsa_status nsa_decode_memory(const nsa_decode_cache* cache, uint64_t* bytes, dou
 nsa_status nsa_decode_save(const nsa_decode_cache* cache, const char* path);
 /* On failure the cache keeps its contents. */
 nsa_status nsa_decode_load(nsa_decode_cache* cache, const char* path);
+/* One sequence as a file (atomic like nsa_decode_save; nsa_decode_load reads it as sequence
+ * 0), and back into sequence `seq` (the others untouched; on failure `seq` is kept). */
+nsa_status nsa_decode_save_sequence(const nsa_decode_cache* cache, int64_t seq, const char* path);
+nsa_status nsa_decode_load_sequence(nsa_decode_cache* cache, int64_t seq, const char* path);
 
 #ifdef __cplusplus
 } /* extern "C" */

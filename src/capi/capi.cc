@@ -226,6 +226,20 @@ nsa_status nsa_decode_step(nsa_decode_cache* cache, int64_t count, const int64_t
   });
 }
 
+nsa_status nsa_decode_step_tokens(nsa_decode_cache* cache, int64_t count, const int64_t* seqs, int64_t tokens,
+                                  const nsa_decode_tokens* x, float* out) {
+  return guarded([&] {
+    need(cache, "cache");
+    need_count(count, "count", false);
+    need_count(tokens, "tokens", false);
+    need(seqs, "seqs");
+    need(out, "out");
+    const nsa::DecodeShape& s = cache->cache.shape();
+    cache->cache.step(reinterpret_cast<const nsa::index_t*>(seqs), count, views_of(s, x, count, tokens, true),
+                      nsa::contiguous_view(out, count, tokens, s.heads, s.d_v), cache->pool);
+  });
+}
+
 nsa_status nsa_decode_reset(nsa_decode_cache* cache, int64_t seq) {
   return guarded([&] {
     need(cache, "cache");
@@ -287,6 +301,22 @@ nsa_status nsa_decode_load(nsa_decode_cache* cache, const char* path) {
     need(cache, "cache");
     need(path, "path");
     cache->cache.load(path);
+  });
+}
+
+nsa_status nsa_decode_save_sequence(const nsa_decode_cache* cache, int64_t seq, const char* path) {
+  return guarded([&] {
+    need(cache, "cache");
+    need(path, "path");
+    cache->cache.save_sequence(seq, path);
+  });
+}
+
+nsa_status nsa_decode_load_sequence(nsa_decode_cache* cache, int64_t seq, const char* path) {
+  return guarded([&] {
+    need(cache, "cache");
+    need(path, "path");
+    cache->cache.load_sequence(seq, path);
   });
 }
 

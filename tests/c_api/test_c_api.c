@@ -197,6 +197,77 @@ static void check_bf16_storage(const nsa_config* config, const nsa_decode_shape*
   remove(path);
 }
 
+/* nsa_decode_step_tokens: k tokens per sequence in one call (sequence s's rows are
+ * s * k .. s * k + k - 1, the [count, k] layout) == k one-token steps, bitwise;
+ * then nsa_decode_save_sequence / nsa_decode_load_sequence move one sequence between
+ * caches (the other sequence untouched) and it continues bitwise as the original. */
+static void check_k_tokens_and_sequence_files(const nsa_config* config, const nsa_decode_shape* shape,
+                                              const nsa_phi_weights* phi_k, const nsa_phi_weights* phi_v,
+                                              const char* dir) {
+  enum { K = 3 };
+  nsa_decode_cache *multi = NULL, *single = NULL, *target = NULL;
+  Tokens prompt = make_tokens(PROMPT), draft = make_tokens(2 * K), next = make_tokens(2);
+  float* out_prefill = malloc(sizeof(float) * PROMPT * H * DV);
+  float* out_multi = malloc(sizeof(float) * 2 * K * H * DV);
+  float* out_one = malloc(sizeof(float) * H * DV);
+  float* out_a = malloc(sizeof(float) * H * DV);
+  float* out_b = malloc(sizeof(float) * H * DV);
+  int64_t ids[2] = {0, 1}, pos = -1, pos_other = -1;
+  char seq_path[1024];
+  nsa_decode_tokens x;
+  int s, j;
+  snprintf(seq_path, sizeof seq_path, "%s/c_api_sequence.nsa", dir);
+  CHECK_STATUS(nsa_decode_create(config, shape, phi_k, phi_v, &multi), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_create(config, shape, phi_k, phi_v, &single), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_create(config, shape, phi_k, phi_v, &target), NSA_OK, "");
+  if (!multi || !single || !target) return;
+  x = view(&prompt, 0);
+  for (s = 0; s < 2; ++s) {
+    CHECK_STATUS(nsa_decode_prefill(multi, s, PROMPT - 10 * s, &x, out_prefill), NSA_OK, "");
+    CHECK_STATUS(nsa_decode_prefill(single, s, PROMPT - 10 * s, &x, out_prefill), NSA_OK, "");
+  }
+  x = view(&draft, 0);
+  CHECK_STATUS(nsa_decode_step_tokens(multi, 2, ids, K, &x, out_multi), NSA_OK, "");
+  for (s = 0; s < 2; ++s)
+    for (j = 0; j < K; ++j) {
+      x = view(&draft, (size_t)(s * K + j));
+      CHECK_STATUS(nsa_decode_step(single, 1, &ids[s], &x, out_one), NSA_OK, "");
+      CHECK(memcmp(out_multi + (size_t)(s * K + j) * H * DV, out_one, sizeof(float) * H * DV) == 0);
+    }
+  CHECK_STATUS(nsa_decode_position(multi, 1, &pos), NSA_OK, "");
+  CHECK(pos == PROMPT - 10 + K);
+  x = view(&draft, 0);
+  CHECK_STATUS(nsa_decode_step_tokens(multi, 2, ids, 0, &x, out_multi), NSA_ERR_INVALID_ARGUMENT, "tokens must be > 0");
+  CHECK_STATUS(nsa_decode_step_tokens(multi, 2, NULL, K, &x, out_multi), NSA_ERR_INVALID_ARGUMENT, "seqs is NULL");
+  CHECK_STATUS(nsa_decode_step_tokens(multi, 2, ids, K, &x, NULL), NSA_ERR_INVALID_ARGUMENT, "out is NULL");
+  CHECK_STATUS(nsa_decode_position(multi, 0, &pos), NSA_OK, "");
+  CHECK(pos == PROMPT + K);  /* refused calls appended nothing */
+
+  /* Sequence 1 of `multi` into sequence 0 of `target`, which holds a sequence 1 of its own. */
+  x = view(&prompt, 0);
+  CHECK_STATUS(nsa_decode_prefill(target, 1, 20, &x, out_prefill), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_save_sequence(multi, 1, seq_path), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_load_sequence(target, 0, seq_path), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_position(target, 0, &pos), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_position(target, 1, &pos_other), NSA_OK, "");
+  CHECK(pos == PROMPT - 10 + K && pos_other == 20);
+  x = view(&next, 0);
+  CHECK_STATUS(nsa_decode_step(multi, 1, &ids[1], &x, out_a), NSA_OK, "");
+  CHECK_STATUS(nsa_decode_step(target, 1, &ids[0], &x, out_b), NSA_OK, "");
+  CHECK(memcmp(out_a, out_b, sizeof(float) * H * DV) == 0);
+  /* Errors: a missing file, an unknown sequence, NULLs; the target's sequence is kept. */
+  CHECK_STATUS(nsa_decode_load_sequence(target, 0, "/nonexistent/seq.nsa"), NSA_ERR_IO, "cannot open");
+  CHECK_STATUS(nsa_decode_position(target, 0, &pos), NSA_OK, "");
+  CHECK(pos == PROMPT - 10 + K + 1);
+  CHECK_STATUS(nsa_decode_save_sequence(multi, 9, seq_path), NSA_ERR_INVALID_ARGUMENT, "unknown sequence id 9");
+  CHECK_STATUS(nsa_decode_save_sequence(NULL, 0, seq_path), NSA_ERR_INVALID_ARGUMENT, "cache is NULL");
+  CHECK_STATUS(nsa_decode_load_sequence(target, 0, NULL), NSA_ERR_INVALID_ARGUMENT, "path is NULL");
+  remove(seq_path);
+  nsa_decode_free(multi), nsa_decode_free(single), nsa_decode_free(target);
+  free(out_prefill), free(out_multi), free(out_one), free(out_a), free(out_b);
+  free_tokens(&prompt), free_tokens(&draft), free_tokens(&next);
+}
+
 int main(int argc, char** argv) {
   char path[1024], bad[1024], nodir[1024];
   const char* dir = argc > 1 ? argv[1] : ".";
@@ -425,6 +496,7 @@ int main(int argc, char** argv) {
 
   config.window = 32;
   check_bf16_storage(&config, &shape, &phi_k, &phi_v, path);
+  check_k_tokens_and_sequence_files(&config, &shape, &phi_k, &phi_v, dir);
   remove(path);
   remove(bad);
   for (i = 0; i < 5; ++i) free(pk[i]), free(pv[i]);
