@@ -699,7 +699,17 @@ NB_MODULE(_core, m) {
         nb::gil_scoped_release release;
         std::lock_guard<std::mutex> lock(g_pool_mutex);
         c.load(path);
-      }, "path"_a);
+      }, "path"_a)
+      .def("save_sequence", [](const DecodeCache& c, index_t seq, const std::string& path) {
+        nb::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(g_pool_mutex);
+        c.save_sequence(seq, path);
+      }, "seq"_a, "path"_a)
+      .def("load_sequence", [](DecodeCache& c, index_t seq, const std::string& path) {
+        nb::gil_scoped_release release;
+        std::lock_guard<std::mutex> lock(g_pool_mutex);
+        c.load_sequence(seq, path);
+      }, "seq"_a, "path"_a);
 
   m.def("set_num_threads", &set_num_threads, "threads"_a,
         "Threads of the fp32 CPU kernels (0: all cores).");

@@ -220,3 +220,13 @@ class DecodeCache:
         """Replaces the contents with a file saved by a cache of the same shape, storage, config
         and phi (nsa.Error naming the mismatch otherwise; the contents are then kept)."""
         self._cache.load(str(path))
+
+    def save_sequence(self, seq, path):
+        """Writes sequence `seq` alone to `path` (atomically; `load` reads it as sequence 0): a
+        conversation put away when it goes idle."""
+        self._cache.save_sequence(seq, str(path))
+
+    def load_sequence(self, seq, path):
+        """Replaces sequence `seq` with the one sequence of a file from `save_sequence`, under
+        `load`'s checks; the other sequences are untouched, and `seq` is kept on an error."""
+        self._cache.load_sequence(seq, str(path))

@@ -111,6 +111,27 @@ def test_save_and_load_resume_decoding(tmp_path):
         restored.load(tmp_path / "missing.bin")
 
 
+def test_one_sequence_moves_between_caches(tmp_path):
+    p = make_problem(B=1, T=48, H=2, H_kv=1, d_k=4, d_v=4, dtype=torch.float32, seed=18)
+    full = nsa.native_sparse_attention(*positional(p), **op_kwargs(p), **SMALL)[0]
+    source = cache_for(p, max_seqs=2)
+    source.prefill(1, *(t[0, :30] for t in positional(p)))
+    source.save_sequence(1, tmp_path / "seq.bin")
+    target = cache_for(p, max_seqs=3)
+    target.prefill(0, *(t[0, :10] for t in positional(p)))  # a sequence of its own
+    target.load_sequence(2, tmp_path / "seq.bin")
+    assert (target.position(0), target.position(2)) == (10, 30)
+    for t in range(30, 40):
+        o = target.step([2], *(x[:, t] for x in positional(p)))
+        assert rel_err(o[0], full[t]) < 1e-5
+    assert target.position(0) == 10
+    with pytest.raises(nsa.Error):
+        target.load_sequence(2, tmp_path / "missing.bin")
+    assert target.position(2) == 40  # kept
+    with pytest.raises(nsa.Error, match="unknown sequence"):
+        source.save_sequence(5, tmp_path / "x.bin")
+
+
 def test_decode_errors():
     p = make_problem(B=1, T=20, H=2, H_kv=1, d_k=4, d_v=4, dtype=torch.float32, seed=17)
     cache = cache_for(p, max_seqs=2, max_tokens=24)
