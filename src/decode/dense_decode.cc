@@ -5,10 +5,11 @@
 //   heads  H_kv > 1: a task is a key split of every kv head at once (attend_heads), so
 //          the cache is read in memory order. At llama3-8b's shape (32 / 8 / 128) on a
 //          2-core Zen 3 this took the step from 24 to ~9 ms at T = 16384.
-//          bf16 caches widen to fp32 as read, also where the CPU has vdpbf16ps: this
-//          schedule is bound by memory, not by the products (on an Intel Xeon with
-//          AVX512_BF16 the pairs path over strided heads reached 22-42% of the DRAM
-//          bandwidth at T = 65536 at llama3-8b / 70b and MHA shapes, this one ...).
+//          bf16 caches widen to fp32 as read, also where the CPU has vdpbf16ps (which
+//          issues at a quarter of the FMA rate on an Emerald Rapids Xeon): there, at
+//          T = 65536, the groups schedule on the pairs kernels took 35.9 / 66.9 / 44.2 ms
+//          at llama3-8b / llama3-70b / MHA shapes (22-42% of the DRAM bandwidth), this
+//          one 30.8 / 29.5 / 26.0 ms (bench/results/decode_heads16_intel_emr.txt).
 //   groups H_kv = 1: a task is (kv head, key split), attend_partial on one strided
 //          segment.
 #include <algorithm>
