@@ -44,7 +44,8 @@ index_t super_tile_tokens(const Problem& p, index_t tile_len, int workers) {
 template <class T>
 void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out,
              NsaSaved<float>* saved, ThreadPool& pool, bool round_compressed = false) {
-  const Problem p = validate_nsa(config, in, out);  // throws before anything is written
+  // Throws before anything is written. Inputs widened from bf16 were scanned for NaN/Inf as bf16.
+  const Problem p = validate_nsa(config, in, out, /*check_values=*/!round_compressed);
   const index_t H = p.heads, H_kv = p.kv_heads, G = p.group, d_k = p.d_k, d_v = p.d_v;
   const index_t top_n = config.top_n(), total_cmp = p.cmp_offsets.back();
   const float inf = std::numeric_limits<float>::infinity();
