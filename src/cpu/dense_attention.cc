@@ -13,9 +13,12 @@ namespace nsa {
 
 namespace {
 
+// T = bf16: the vdpbf16ps kernels (the caller checked bf16_dot_for_forward).
+// check_values = false: inputs widened from bf16, already scanned for NaN/Inf as bf16.
 template <class T>
-void forward(const DenseInputs<T>& in, TensorView<float> out, float* lse, ThreadPool& pool) {
-  const Problem p = validate_dense(in, out);  // throws before anything is written
+void forward(const DenseInputs<T>& in, TensorView<float> out, float* lse, ThreadPool& pool,
+             bool check_values = true) {
+  const Problem p = validate_dense(in, out, check_values);  // throws before anything is written
   const index_t H = p.heads, H_kv = p.kv_heads, G = p.group, d_v = p.d_v;
   const index_t tile_len = cpu::tile_tokens(G);
   struct Task {
@@ -28,10 +31,7 @@ void forward(const DenseInputs<T>& in, TensorView<float> out, float* lse, Thread
         tasks.push_back({s, h, t0, std::min(tile_len, p.seqs[s].len - t0)});
   std::stable_sort(tasks.begin(), tasks.end(),
                    [](const Task& a, const Task& b) { return a.t0 > b.t0; });
-  bool pairs = false;
-  if constexpr (std::is_same_v<T, bf16>) pairs = cpu::bf16_dot_for_forward();
-  // Keys are transposed once for every query tile: fp32 keys, or bf16 keys as pairs when
-  // the bf16 dot product is in use (otherwise they are widened per tile).
+  // Keys are transposed once for every query tile: fp32 keys, or bf16 keys as pairs.
   cpu::KeyTiles key_tiles;
   cpu::KeyPairTiles key_pairs;
   std::vector<cpu::KeySpanT<T>> spans;
@@ -40,7 +40,7 @@ void forward(const DenseInputs<T>& in, TensorView<float> out, float* lse, Thread
       spans.push_back({in.k.ptr(seq.batch, seq.start, h), in.k.stride[1], seq.len});
   if constexpr (std::is_same_v<T, float>)
     key_tiles = cpu::transpose_keys(spans, p.d_k, pool);
-  else if (pairs)
+  else
     key_pairs = cpu::transpose_key_pairs(spans, p.d_k, pool);
   std::vector<cpu::Scratch> scratch(static_cast<size_t>(pool.size()));
   const float scale = static_cast<float>(p.scale);
@@ -57,7 +57,7 @@ void forward(const DenseInputs<T>& in, TensorView<float> out, float* lse, Thread
                                 key_pairs.data.empty() ? nullptr : key_pairs.span(span)};
     cpu::QueryTile tile;
     if constexpr (std::is_same_v<T, bf16>)
-      tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s, pairs);
+      tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s, /*pairs=*/true);
     else
       tile = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, s);
     cpu::window_attention(tile, kv, 0, s.state[0], s);
@@ -84,9 +84,9 @@ void dense_forward(const DenseInputs<float>& in, TensorView<float> out, float* l
 void dense_forward(const DenseInputs<bf16>& in, TensorView<float> out, float* lse,
                    ThreadPool& pool) {
   if (cpu::bf16_dot_for_forward()) return forward(in, out, lse, pool);
-  validate_dense(in, out);
+  validate_dense(in, out);  // names the bf16 inputs, before any copy
   const cpu::WidenedDenseInputs widened(in, pool);
-  forward(widened.f, out, lse, pool);
+  forward(widened.f, out, lse, pool, /*check_values=*/false);
 }
 
 }  // namespace nsa

@@ -39,12 +39,13 @@ index_t super_tile_tokens(const Problem& p, index_t tile_len, int workers) {
   return std::max(tile_len, std::min(cap, per_task) / tile_len * tile_len);
 }
 
-// round_compressed: Kc/Vc rounded to bf16 (and attended as such) although T = float: the
-// bf16 forward's widening path, which runs these fp32 kernels on its inputs widened.
+// T = bf16: the vdpbf16ps kernels (the caller checked bf16_dot_for_forward). T = float with
+// round_compressed: the bf16 forward's widening path, these fp32 kernels on its inputs
+// widened (already scanned for NaN/Inf as bf16), Kc/Vc rounded to bf16 and attended so.
 template <class T>
 void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out,
              NsaSaved<float>* saved, ThreadPool& pool, bool round_compressed = false) {
-  // Throws before anything is written. Inputs widened from bf16 were scanned for NaN/Inf as bf16.
+  // Throws before anything is written.
   const Problem p = validate_nsa(config, in, out, /*check_values=*/!round_compressed);
   const index_t H = p.heads, H_kv = p.kv_heads, G = p.group, d_k = p.d_k, d_v = p.d_v;
   const index_t top_n = config.top_n(), total_cmp = p.cmp_offsets.back();
@@ -70,42 +71,35 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
   }
   cpu::compress_blocks(config, p, in.k_cmp, cpu::Fp32Phi(config, in.phi_k, d_k).w, kc.data(), pool);
   cpu::compress_blocks(config, p, in.v_cmp, cpu::Fp32Phi(config, in.phi_v, d_v).w, vc.data(), pool);
-  // The keys and values the compression branch attends: Kc/Vc in the storage type T.
-  const T* kc_t = nullptr;
-  const T* vc_t = nullptr;
+  // The keys and values the compression branch attends: Kc/Vc in the storage type T, or
+  // rounded to bf16 as floats on the widening path; saved holds the values attended.
   std::vector<bf16> kc16, vc16;
-  bool pairs = false;
-  if constexpr (std::is_same_v<T, bf16>) {
+  if (std::is_same_v<T, bf16> || round_compressed)
     for (auto [x, x16] : {std::pair{&kc, &kc16}, std::pair{&vc, &vc16}}) {
       x16->resize(x->size());
       to_bf16(x->data(), x16->data(), x->size());
-      to_float(x16->data(), x->data(), x->size());  // saved: the values actually attended
+      to_float(x16->data(), x->data(), x->size());
     }
+  const T* kc_t = nullptr;
+  const T* vc_t = nullptr;
+  if constexpr (std::is_same_v<T, bf16>) {
     kc_t = kc16.data();
     vc_t = vc16.data();
-    pairs = cpu::bf16_dot_for_forward();
   } else {
-    if (round_compressed)
-      for (std::vector<float>* x : {&kc, &vc}) {
-        std::vector<bf16> x16(x->size());
-        to_bf16(x->data(), x16.data(), x->size());
-        to_float(x16.data(), x->data(), x->size());
-      }
     kc_t = kc.data();
     vc_t = vc.data();
   }
 
   // The keys of every branch are transposed once for all query tiles: the raw keys of
   // selection and window (one copy when they are the same tensor) and Kc; fp32 keys as
-  // KeyTiles, bf16 keys as KeyPairTiles when the bf16 dot product is in use (otherwise
-  // they are widened per tile).
+  // KeyTiles, bf16 keys as KeyPairTiles (T = bf16 runs only on vdpbf16ps: nsa_forward).
   cpu::KeyTiles slc_tiles, win_tiles, cmp_tiles;
   cpu::KeyPairTiles slc_pairs, win_pairs, cmp_pairs;
   auto transpose = [&](const std::vector<cpu::KeySpanT<T>>& spans, cpu::KeyTiles& tiles,
                        cpu::KeyPairTiles& pair_tiles) {
     if constexpr (std::is_same_v<T, float>)
       tiles = cpu::transpose_keys(spans, d_k, pool);
-    else if (pairs)
+    else
       pair_tiles = cpu::transpose_key_pairs(spans, d_k, pool);
   };
   auto raw_spans = [&](const TensorView<const T>& k) {
@@ -175,7 +169,7 @@ void forward(const Config& config, const NsaInputs<T>& in, TensorView<float> out
     // The super-tile's queries, packed once; each query tile is a slice of them.
     cpu::QueryTile whole;
     if constexpr (std::is_same_v<T, bf16>)
-      whole = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, sup, pairs);
+      whole = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, sup, /*pairs=*/true);
     else
       whole = cpu::pack_queries(in.q, seq, h_kv, G, task.t0, task.tokens, d_v, scale, sup);
     sup.sel.resize(static_cast<size_t>(task.tokens * top_n));
