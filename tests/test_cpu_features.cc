@@ -14,26 +14,20 @@
 namespace nsa {
 namespace {
 
-// The first "flags" line of /proc/cpuinfo as a set; empty where there is none.
-std::set<std::string> cpuinfo_flags() {
+// The value of the first /proc/cpuinfo line whose key is `key` ("" where there is none).
+std::string cpuinfo_field(const std::string& key) {
   std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line.substr(line.find(':') + 1));
-    std::set<std::string> flags;
-    for (std::string w; words >> w;) flags.insert(w);
-    return flags;
-  }
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key, 0) == 0 && line.find(':') != std::string::npos) return line.substr(line.find(':') + 1);
   return {};
 }
 
-std::string cpuinfo_vendor() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("vendor_id", 0) == 0) return line.substr(line.find(':') + 2);
-  return {};
+// The CPU's flags as a set; empty where /proc/cpuinfo lists none.
+std::set<std::string> cpuinfo_flags() {
+  std::istringstream words(cpuinfo_field("flags"));
+  std::set<std::string> flags;
+  for (std::string w; words >> w;) flags.insert(w);
+  return flags;
 }
 
 TEST(CpuFeatures, AmxAsLinuxListsIt) {
@@ -62,7 +56,7 @@ TEST(CpuFeatures, Bf16DotAndItsPolicy) {
   EXPECT_FALSE(off.bf16_dot_in_decode);
   EXPECT_EQ(off.bf16_dot, on.bf16_dot);  // availability is the hardware's
   cpu::set_bf16_dot_allowed(true);
-  std::printf("  bf16 dot: %s, vendor %s\n", on.bf16_dot ? "available" : "absent", cpuinfo_vendor().c_str());
+  std::printf("  bf16 dot: %s, vendor %s\n", on.bf16_dot ? "available" : "absent", cpuinfo_field("vendor_id").c_str());
 }
 
 }  // namespace

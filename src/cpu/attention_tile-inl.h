@@ -416,6 +416,22 @@ HWY_INLINE void ScoreRowsBlock16(const float* const* ar, index_t dim, const T* x
 }
 #endif
 
+// One in-place block of NR rows (4, 2, 1) against kInPlaceBlock / NR keys.
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+inline constexpr int kInPlaceBlock = 16;
+#else
+inline constexpr int kInPlaceBlock = 8;
+#endif
+template <int NR, class T>
+HWY_INLINE void InPlaceBlock(const float* const* ar, index_t dim, const T* x, index_t ld, index_t j0, index_t n,
+                             float* const* srow) {
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
+  ScoreRowsBlock16<NR>(ar, dim, x, ld, j0, n, srow);
+#else
+  ScoreRowsBlock<NR, kInPlaceBlock / NR>(ar, dim, x, ld, j0, n, srow);
+#endif
+}
+
 // S [R, kKeyTile] = a [R, dim] (contiguous rows) times the n keys read in place, key j at
 // x + j * ld (T = bf16 widens; any stride, so a [T, H_kv, d] cache's head is read where it
 // lies, with no transposed copy): for the few rows of a decode step, where a transpose
@@ -434,35 +450,19 @@ inline void ScoresInPlace(const float* a, index_t R, index_t dim, const T* x, in
       srow[i] = S + (i0 + i) * kKeyTile;
     }
   };
-#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX3_DL
   for (; i0 + 4 <= R; i0 += 4) {
     rows(4);
-    for (index_t j0 = 0; j0 < n; j0 += 4) ScoreRowsBlock16<4>(ar, dim, x, ld, j0, n, srow);
+    for (index_t j0 = 0; j0 < n; j0 += kInPlaceBlock / 4) InPlaceBlock<4>(ar, dim, x, ld, j0, n, srow);
   }
   if (i0 + 2 <= R) {
     rows(2);
-    for (index_t j0 = 0; j0 < n; j0 += 8) ScoreRowsBlock16<2>(ar, dim, x, ld, j0, n, srow);
+    for (index_t j0 = 0; j0 < n; j0 += kInPlaceBlock / 2) InPlaceBlock<2>(ar, dim, x, ld, j0, n, srow);
     i0 += 2;
   }
   if (i0 < R) {
     rows(1);
-    for (index_t j0 = 0; j0 < n; j0 += 16) ScoreRowsBlock16<1>(ar, dim, x, ld, j0, n, srow);
+    for (index_t j0 = 0; j0 < n; j0 += kInPlaceBlock) InPlaceBlock<1>(ar, dim, x, ld, j0, n, srow);
   }
-#else
-  for (; i0 + 4 <= R; i0 += 4) {
-    rows(4);
-    for (index_t j0 = 0; j0 < n; j0 += 2) ScoreRowsBlock<4, 2>(ar, dim, x, ld, j0, n, srow);
-  }
-  if (i0 + 2 <= R) {
-    rows(2);
-    for (index_t j0 = 0; j0 < n; j0 += 4) ScoreRowsBlock<2, 4>(ar, dim, x, ld, j0, n, srow);
-    i0 += 2;
-  }
-  if (i0 < R) {
-    rows(1);
-    for (index_t j0 = 0; j0 < n; j0 += 8) ScoreRowsBlock<1, 8>(ar, dim, x, ld, j0, n, srow);
-  }
-#endif
   MaskScores(R, 0, n, nullptr, nullptr, S);
 }
 

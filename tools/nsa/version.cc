@@ -53,7 +53,7 @@ int run_version() {
   else
     std::printf("bf16:    vdpbf16ps (AVX512_BF16) in the decode %s, in the forward %s\n",
                 bf.bf16_dot_in_decode ? "yes" : "no",
-                bf.bf16_dot_in_forward ? "yes" : "no (widened once to fp32: faster on Intel; NSA_BF16_DOT=1 to use it)");
+                bf.bf16_dot_in_forward ? "yes" : "no (inputs widened once to fp32, the default on Intel; NSA_BF16_DOT=1 to use it)");
   std::printf("amx:     %s\n", nsa::to_string(bf.amx));
   std::printf("threads: %u hardware threads\n", std::thread::hardware_concurrency());
 #if NSA_CLI_WITH_CUDA
