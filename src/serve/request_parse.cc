@@ -53,10 +53,13 @@ Sampling sampling_of(const json& body, bool chat) {
 }
 
 json parse_body(const std::string& text) {
+  // nlohmann reads a NUL byte as the end of input, which would let '{...}\0junk' pass.
+  if (const std::size_t nul = text.find('\0'); nul != std::string::npos)
+    throw RequestError(400, "the body is not valid JSON: a NUL byte at byte " + std::to_string(nul));
   json body;
   try {
     body = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number too large for a double (1e999)
     throw RequestError(400, std::string("the body is not valid JSON: ") + e.what());
   }
   if (!body.is_object()) throw RequestError(400, "the body must be a JSON object");

@@ -10,7 +10,10 @@ std::vector<std::string> nsa_fuzz_seeds() {
                                  R"( "stream_options": {"include_usage": true}, "conversation": "c-1"})",
           std::string("\1", 1) + R"({"messages": [{"role": "system", "content": "Be brief."},)"
                                  R"( {"role": "user", "content": [{"type": "text", "text": "Hi \u00e9"}]},)"
-                                 R"( {"role": "assistant", "content": " ok"}], "max_completion_tokens": 4, "top_k": 5})"};
+                                 R"( {"role": "assistant", "content": " ok"}], "max_completion_tokens": 4, "top_k": 5})",
+          // libFuzzer's first finding (2026-12-04): a number beyond a double made nlohmann
+          // throw out_of_range, which parse_body did not catch (std::terminate).
+          std::string("\0", 1) + R"({"prompt": "a", "max_tokens": 66666666666e6666666})"};
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

@@ -140,6 +140,11 @@ TEST_F(HttpTest, StreamingSendsEventsThenDone) {
 TEST_F(HttpTest, BadRequestsGetClearErrorsAndTheServerGoesOn) {
   expect_error("/v1/completions", "{not json", 400, "not valid JSON");
   expect_error("/v1/completions", "[1, 2]", 400, "JSON object");
+  // A number beyond a double (found by libFuzzer: nlohmann throws out_of_range, not a
+  // parse error, and the server must still answer 400).
+  expect_error("/v1/completions", R"({"prompt": "a", "max_tokens": 1e999})", 400, "not valid JSON");
+  expect_error("/v1/completions", R"({"prompt": "a", "temperature": -66666e6666})", 400, "number overflow");
+  expect_error("/v1/completions", std::string("{\"prompt\": \"a\"}\0junk", 20), 400, "NUL byte at byte 15");
   expect_error("/v1/completions", R"({"max_tokens": 3})", 400, "'prompt' is required");
   expect_error("/v1/completions", R"({"prompt": 5})", 400, "'prompt' must be a string");
   expect_error("/v1/completions", R"({"prompt": "a", "max_tokens": "many"})", 400, "'max_tokens' must be an integer");
