@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "commands.h"
+#include "json_output.h"
 #include "model/data/corpus.h"
 #include "model/data/needle.h"
 #include "model/eval/recall.h"
@@ -161,37 +162,33 @@ int run_eval(const EvalOptions& o) {
       write_heatmap(o, m, accuracy, o.task == "mqar" ? "mqar accuracy" : "passkey accuracy");
   }
   if (!o.json.empty()) {
-    std::FILE* f = std::fopen(o.json.c_str(), "w");
-    if (!f) throw Error("eval: cannot write " + o.json);
-    std::fprintf(f, "{\n  \"checkpoint\": \"%s\",\n  \"attention\": \"%s\",\n  \"val_loss\": %.6f,\n",
-                 o.checkpoint.c_str(), model::attention_kind_name(m.config().attention), val_loss);
-    std::fprintf(f, "  \"task\": \"%s\",\n  \"window\": %d,\n", o.task.c_str(), window);
-    if (o.task == "mqar" && o.needle)
-      std::fprintf(f,
-                   "  \"mqar_pairs\": %d,\n  \"accuracy\": %.6f,\n  \"accuracy_within\": %.6f,\n  \"answers_within\": %lld,\n"
-                   "  \"accuracy_beyond\": %.6f,\n  \"answers_beyond\": %lld,\n",
-                   o.mqar_pairs, mqar_total.accuracy(), mqar_total.accuracy_within(),
-                   static_cast<long long>(mqar_total.within), mqar_total.accuracy_beyond(),
-                   static_cast<long long>(mqar_total.beyond));
-    std::fprintf(f, "  \"cells\": [");
-    bool first = true;
+    nlohmann::json out = {{"checkpoint", o.checkpoint}, {"attention", model::attention_kind_name(m.config().attention)},
+                          {"val_loss", val_loss}, {"task", o.task}, {"window", window}};
+    if (o.task == "mqar" && o.needle) {
+      out["mqar_pairs"] = o.mqar_pairs;
+      out["accuracy"] = mqar_total.accuracy();
+      out["accuracy_within"] = mqar_total.accuracy_within();
+      out["answers_within"] = mqar_total.within;
+      out["accuracy_beyond"] = mqar_total.accuracy_beyond();
+      out["answers_beyond"] = mqar_total.beyond;
+    }
+    nlohmann::json cells = nlohmann::json::array();
     for (std::size_t i = 0; i < accuracy.size(); ++i)
       for (std::size_t j = 0; j < o.depths.size(); ++j) {
-        std::fprintf(f, "%s\n    {\"context\": %lld, \"depth\": %.4f, \"accuracy\": %.4f", first ? "" : ",",
-                     static_cast<long long>(o.contexts[i]), o.depths[j], accuracy[i][j]);
+        nlohmann::json cell = {{"context", o.contexts[i]}, {"depth", o.depths[j]}, {"accuracy", accuracy[i][j]}};
         if (o.task == "needle") {
-          std::fprintf(f, ", \"digit_accuracy\": %.4f}", digit_accuracy[i][j]);
+          cell["digit_accuracy"] = digit_accuracy[i][j];
         } else {
           const model::MqarScore& c = mqar[i][j];
-          std::fprintf(f, ", \"accuracy_within\": %.4f, \"answers_within\": %lld, \"accuracy_beyond\": %.4f, "
-                          "\"answers_beyond\": %lld}",
-                       c.accuracy_within(), static_cast<long long>(c.within), c.accuracy_beyond(),
-                       static_cast<long long>(c.beyond));
+          cell["accuracy_within"] = c.accuracy_within();
+          cell["answers_within"] = c.within;
+          cell["accuracy_beyond"] = c.accuracy_beyond();
+          cell["answers_beyond"] = c.beyond;
         }
-        first = false;
+        cells.push_back(std::move(cell));
       }
-    std::fprintf(f, "\n  ]\n}\n");
-    if (std::fclose(f) != 0) throw Error("eval: cannot write " + o.json);
+    out["cells"] = std::move(cells);
+    write_json_file(o.json, out, "eval");
   }
   return 0;
 }

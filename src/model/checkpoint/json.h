@@ -1,51 +1,32 @@
-// The little JSON a safetensors header needs (RFC 8259): a strict parser into a value
-// tree and string quoting for the writer. No dependency; strings are UTF-8.
+// The JSON of safetensors headers, on nlohmann::json (Debian nlohmann-json3-dev): a strict
+// parse for untrusted headers (RFC 8259, UTF-8, no duplicate keys, bounded nesting), in
+// time linear in the header's size. Writing is nlohmann's dump().
 #pragma once
 
-#include <cstdint>
-#include <string>
+#include <nlohmann/json.hpp>
 #include <string_view>
-#include <vector>
 
 #include "nsa/error.h"
 
 namespace nsa::model::json {
 
-// A syntax error; the message says what was expected and at which byte offset.
+using Json = nlohmann::json;
+
+// A syntax error; the message says what was wrong and at which byte offset (from 0).
 class ParseError : public Error {
  public:
   using Error::Error;
 };
 
-struct Value {
-  enum class Kind { null, boolean, number, string, array, object };
-  Kind kind = Kind::null;
-  bool boolean = false;
-  // number: the literal as written; is_uint when it is a plain non-negative integer
-  // ("0", "42": no sign, fraction or exponent) that fits in 64 bits, then uint = its value.
-  std::string text;
-  bool is_uint = false;
-  std::uint64_t uint = 0;
-  // string: the decoded UTF-8 value
-  std::string string;
-  // array: items; object: keys[i] -> items[i], in document order (duplicate keys are a
-  // ParseError)
-  std::vector<std::string> keys;
-  std::vector<Value> items;
-};
-
-const char* kind_name(Value::Kind kind);  // "null", "boolean", ..., "object"
-
 // Parses exactly one value surrounded by optional whitespace. Throws ParseError on any
-// deviation from RFC 8259, on invalid UTF-8, on duplicate object keys and on nesting
-// deeper than `max_depth` (so that garbage cannot exhaust the stack).
-Value parse(std::string_view text, int max_depth = 32);
+// deviation from RFC 8259 (nlohmann's parser; a raw NUL byte included, which nlohmann
+// alone reads as the end of input), on invalid UTF-8, on a key that appears
+// twice in one object (nlohmann alone would keep the last) and on nesting deeper than
+// `max_depth` (garbage cannot grow the parser's stack without bound).
+Json parse(std::string_view text, int max_depth = 32);
 
-// `s` as a JSON string literal with its quotes: '"' '\\' and control characters escaped,
-// everything else (UTF-8 included) kept as is.
-std::string quote(std::string_view s);
-
-// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points > U+10FFFF).
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points above
+// U+10FFFF): what dump() accepts in a string.
 bool valid_utf8(std::string_view s);
 
 }  // namespace nsa::model::json

@@ -157,40 +157,18 @@ void SafetensorsWriter::add_metadata(const std::string& key, const std::string& 
 void SafetensorsWriter::write(const std::string& path) const {
   const std::string where = "checkpoint " + path + ": ";
 
-  // Header JSON, padded with spaces to a multiple of 8 bytes.
-  std::string header = "{";
-  const auto comma = [&header] {
-    if (header.size() > 1 && header.back() != '{') header += ',';
-  };
-  if (!metadata_.empty()) {
-    header += "\"__metadata__\":{";
-    for (const auto& [key, value] : metadata_) {
-      comma();
-      header += json::quote(key);
-      header += ':';
-      header += json::quote(value);
-    }
-    header += '}';
-  }
+  // Header JSON (nlohmann's dump; names and metadata were checked to be UTF-8), padded
+  // with spaces to a multiple of 8 bytes. ordered_json keeps the tensors in the order they
+  // were added and each entry's fields as the format lists them.
+  nlohmann::ordered_json root = nlohmann::ordered_json::object();
+  if (!metadata_.empty()) root["__metadata__"] = metadata_;
   std::uint64_t offset = 0;
   for (const Entry& e : entries_) {
-    comma();
-    header += json::quote(e.name);
-    header += ":{\"dtype\":\"";
-    header += dtype_name(e.dtype);
-    header += "\",\"shape\":[";
-    for (std::size_t i = 0; i < e.shape.size(); ++i) {
-      if (i) header += ',';
-      header += std::to_string(e.shape[i]);
-    }
-    header += "],\"data_offsets\":[";
-    header += std::to_string(offset);
-    header += ',';
+    const std::uint64_t begin = offset;
     offset += e.bytes.size();
-    header += std::to_string(offset);
-    header += "]}";
+    root[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {begin, offset}}};
   }
-  header += "}";
+  std::string header = root.dump();
   header.append((8 - header.size() % 8) % 8, ' ');
   std::uint8_t length[8];
   for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(header.size()) >> (8 * i));
@@ -275,7 +253,7 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
   if (read_all(in.fd, header.data(), header.size()) != static_cast<std::int64_t>(header.size()))
     throw bad("cannot read the " + std::to_string(header_len) + "-byte header (file shrank?)");
   if (header[0] != '{') throw bad("header does not start with '{'");
-  json::Value root;
+  json::Json root;
   try {
     root = json::parse(header);
   } catch (const json::ParseError& e) {
@@ -283,59 +261,46 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
     if (message.rfind("nsa: ", 0) == 0) message = message.substr(5);
     throw bad("bad header: " + message);
   }
-  if (root.kind != json::Value::Kind::object) throw bad("header is not a JSON object");
+  if (!root.is_object()) throw bad("header is not a JSON object");
 
   const std::uint64_t data_size = file_size - 8 - header_len;
   SafetensorsFile file;
   file.path_ = path;
-  for (std::size_t k = 0; k < root.keys.size(); ++k) {
-    const std::string& name = root.keys[k];
-    const json::Value& v = root.items[k];
+  for (const auto& [name, v] : root.items()) {
     if (name == "__metadata__") {
-      if (v.kind != json::Value::Kind::object)
-        throw bad("__metadata__ is a JSON " + std::string(json::kind_name(v.kind)) + ", not an object of strings");
-      for (std::size_t m = 0; m < v.keys.size(); ++m) {
-        if (v.items[m].kind != json::Value::Kind::string)
-          throw bad("metadata '" + v.keys[m] + "' is a JSON " + json::kind_name(v.items[m].kind) + ", not a string");
-        file.metadata_[v.keys[m]] = v.items[m].string;
+      if (!v.is_object())
+        throw bad("__metadata__ is a JSON " + std::string(v.type_name()) + ", not an object of strings");
+      for (const auto& [key, value] : v.items()) {
+        if (!value.is_string())
+          throw bad("metadata '" + key + "' is a JSON " + value.type_name() + ", not a string");
+        file.metadata_[key] = value.get<std::string>();
       }
       continue;
     }
     const std::string tensor = "tensor '" + name + "': ";
     if (name.empty()) throw bad("a tensor has an empty name (the writer refuses one, so the file could not be saved again)");
-    if (v.kind != json::Value::Kind::object) throw bad(tensor + "entry is not a JSON object");
-    const json::Value* dtype = nullptr;
-    const json::Value* shape = nullptr;
-    const json::Value* offsets = nullptr;
-    for (std::size_t f = 0; f < v.keys.size(); ++f) {
-      if (v.keys[f] == "dtype") {
-        dtype = &v.items[f];
-      } else if (v.keys[f] == "shape") {
-        shape = &v.items[f];
-      } else if (v.keys[f] == "data_offsets") {
-        offsets = &v.items[f];
-      } else {
-        throw bad(tensor + "unknown field '" + v.keys[f] + "'");
-      }
-    }
-    if (!dtype || !shape || !offsets) throw bad(tensor + "needs dtype, shape and data_offsets");
+    if (!v.is_object()) throw bad(tensor + "entry is not a JSON object");
+    for (const auto& [field, unused] : v.items())
+      if (field != "dtype" && field != "shape" && field != "data_offsets")
+        throw bad(tensor + "unknown field '" + field + "'");
+    if (!v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
+      throw bad(tensor + "needs dtype, shape and data_offsets");
+    const json::Json& dtype = v["dtype"];
+    const json::Json& shape = v["shape"];
+    const json::Json& offsets = v["data_offsets"];
     Entry entry;
-    if (dtype->kind != json::Value::Kind::string) throw bad(tensor + "dtype is not a string");
-    if (!parse_dtype(dtype->string, &entry.dtype))
-      throw bad(tensor + "unsupported dtype '" + dtype->string + "' (F32, F64, I32, I64 or U8)");
-    if (shape->kind != json::Value::Kind::array) throw bad(tensor + "shape is not an array");
-    for (const json::Value& d : shape->items) {
-      if (d.kind != json::Value::Kind::number || !d.is_uint ||
-          d.uint > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
-        throw bad(tensor + "shape entry " + (d.kind == json::Value::Kind::number ? d.text : json::kind_name(d.kind)) +
-                  " is not a non-negative integer");
-      entry.shape.push_back(static_cast<std::int64_t>(d.uint));
+    if (!dtype.is_string()) throw bad(tensor + "dtype is not a string");
+    if (!parse_dtype(dtype.get<std::string>(), &entry.dtype))
+      throw bad(tensor + "unsupported dtype '" + dtype.get<std::string>() + "' (F32, F64, I32, I64 or U8)");
+    if (!shape.is_array()) throw bad(tensor + "shape is not an array");
+    for (const json::Json& d : shape) {
+      if (!d.is_number_unsigned() || d.get<std::uint64_t>() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+        throw bad(tensor + "shape entry " + (d.is_number() ? d.dump() : d.type_name()) + " is not a non-negative integer");
+      entry.shape.push_back(static_cast<std::int64_t>(d.get<std::uint64_t>()));
     }
-    if (offsets->kind != json::Value::Kind::array || offsets->items.size() != 2 ||
-        !std::all_of(offsets->items.begin(), offsets->items.end(),
-                     [](const json::Value& o) { return o.kind == json::Value::Kind::number && o.is_uint; }))
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned())
       throw bad(tensor + "data_offsets is not [begin, end] of non-negative integers");
-    const std::uint64_t begin = offsets->items[0].uint, end = offsets->items[1].uint;
+    const std::uint64_t begin = offsets[0].get<std::uint64_t>(), end = offsets[1].get<std::uint64_t>();
     if (begin > end)
       throw bad(tensor + "data_offsets [" + std::to_string(begin) + ", " + std::to_string(end) + "] run backwards");
     if (end > data_size)
@@ -348,14 +313,14 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
                 std::to_string(end) + "]");
     entry.begin = static_cast<std::size_t>(begin);
     entry.end = static_cast<std::size_t>(end);
-    file.order_.push_back(name);
+    file.order_.push_back(name);  // by name (nlohmann's objects iterate so); by data below
     file.entries_.emplace(name, std::move(entry));  // names are unique: the parser rejects duplicate keys
   }
 
   // The tensors must tile the data section: no gap, no overlap, nothing after the last.
   std::vector<const std::string*> by_offset;
   for (const std::string& name : file.order_) by_offset.push_back(&name);
-  std::sort(by_offset.begin(), by_offset.end(), [&](const std::string* a, const std::string* b) {
+  std::stable_sort(by_offset.begin(), by_offset.end(), [&](const std::string* a, const std::string* b) {
     const Entry& x = file.entries_.at(*a);
     const Entry& y = file.entries_.at(*b);
     return x.begin != y.begin ? x.begin < y.begin : x.end < y.end;
@@ -372,6 +337,9 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
     covered = e.end;
     previous = name;
   }
+  std::vector<std::string> in_data_order;
+  for (const std::string* name : by_offset) in_data_order.push_back(*name);
+  file.order_ = std::move(in_data_order);
   if (covered != data_size)
     throw bad(std::to_string(data_size - covered) + " bytes of data after the last tensor (the header covers " +
               std::to_string(covered) + " of " + std::to_string(data_size) + ")");

@@ -68,7 +68,7 @@ class SafetensorsFile {
   // Metadata value; throws CheckpointError naming the key when it is absent.
   const std::string& metadata(const std::string& key) const;
   bool has(const std::string& name) const;
-  std::vector<std::string> names() const;  // in file order
+  std::vector<std::string> names() const;  // in the order of their data (the writer's order)
   // dtype and shape of a tensor; throw CheckpointError naming it when it is absent.
   DType dtype(const std::string& name) const;
   const std::vector<std::int64_t>& shape(const std::string& name) const;
