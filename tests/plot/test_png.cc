@@ -1,6 +1,6 @@
-// PNG encoder: the bytes decode, with an independent reader (png_decoder.h), to exactly the
-// pixels that went in; every chunk's CRC holds; the zlib stream round-trips on inputs that
-// stress the matcher; write_png is atomic and reports unwritable paths.
+// PNG encoder (libpng): the bytes decode (png_decoder.h: libpng's reader) to exactly the
+// pixels that went in; the chunks are in order and every CRC holds; flat images compress;
+// write_png is atomic and reports unwritable paths.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -19,7 +19,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::decode_png;
-using testing::inflate_zlib;
 using testing::parse_chunks;
 
 // A test image: gradients, a flat block, and noise (literals the matcher cannot shorten).
@@ -58,19 +57,21 @@ TEST(Png, ChunksAndCrcs) {
   ASSERT_GE(png.size(), 8u);
   EXPECT_TRUE(std::equal(sig, sig + 8, png.begin()));
   const auto chunks = parse_chunks(png);  // throws on any CRC mismatch
-  ASSERT_EQ(chunks.size(), 3u);
-  EXPECT_EQ(chunks[0].type, "IHDR");
-  EXPECT_EQ(chunks[1].type, "IDAT");
-  EXPECT_EQ(chunks[2].type, "IEND");
-  const std::vector<std::uint8_t> ihdr{0, 0, 0, 20, 0, 0, 0, 10, 8, 2, 0, 0, 0};
+  ASSERT_GE(chunks.size(), 3u);
+  EXPECT_EQ(chunks.front().type, "IHDR");
+  EXPECT_EQ(chunks.back().type, "IEND");
+  EXPECT_TRUE(chunks.back().data.empty());
+  int idat = 0;
+  for (const auto& c : chunks) idat += c.type == "IDAT";
+  EXPECT_GE(idat, 1);
+  const std::vector<std::uint8_t> ihdr{0, 0, 0, 20, 0, 0, 0, 10, 8, 2, 0, 0, 0};  // 8-bit RGB, no interlace
   EXPECT_EQ(chunks[0].data, ihdr);
-  // The checker catches a flipped bit.
+  // A flipped bit is caught by the chunk walk and by libpng.
   auto bad = png;
   bad[8 + 8 + 3] ^= 1;  // inside IHDR's data
   EXPECT_THROW(parse_chunks(bad), std::runtime_error);
-  // A known CRC: CRC-32 of "IEND" is AE426082.
-  const std::uint8_t iend[4] = {'I', 'E', 'N', 'D'};
-  EXPECT_EQ(testing::bitwise_crc32(iend, 4), 0xAE426082u);
+  EXPECT_THROW(decode_png(bad), std::runtime_error);
+  // IEND's CRC is the well-known AE426082.
   EXPECT_EQ(std::vector<std::uint8_t>(png.end() - 4, png.end()), (std::vector<std::uint8_t>{0xAE, 0x42, 0x60, 0x82}));
 }
 
@@ -79,30 +80,6 @@ TEST(Png, FlatImagesCompress) {
   const auto png = encode_png(flat);
   EXPECT_LT(png.size(), flat.pixels.size() / 50) << "a flat image should compress well";
   EXPECT_EQ(decode_png(png).rgb, flat.pixels);
-}
-
-TEST(Png, ZlibRoundTrips) {
-  std::mt19937 rng(3);
-  std::vector<std::vector<std::uint8_t>> inputs;
-  inputs.push_back({});
-  inputs.push_back({42});
-  inputs.push_back({1, 2});
-  inputs.push_back(std::vector<std::uint8_t>(1000, 7));             // one long run: matches of 258
-  std::vector<std::uint8_t> noise(100000);
-  for (auto& b : noise) b = static_cast<std::uint8_t>(rng());
-  inputs.push_back(noise);                                           // incompressible
-  std::vector<std::uint8_t> far(noise.begin(), noise.begin() + 32760);
-  far.insert(far.end(), noise.begin(), noise.begin() + 5000);        // repeats 32760 bytes back
-  inputs.push_back(far);
-  std::vector<std::uint8_t> small_alphabet(70000);
-  for (auto& b : small_alphabet) b = static_cast<std::uint8_t>(rng() % 3 + 250);  // short matches, 9-bit literals
-  inputs.push_back(small_alphabet);
-  for (const auto& in : inputs) {
-    const auto z = zlib_compress(in.data(), in.size());
-    EXPECT_EQ(inflate_zlib(z), in) << "input of " << in.size() << " bytes";
-  }
-  // The repeat far back is found: far compresses to much less than its size.
-  EXPECT_LT(zlib_compress(far.data(), far.size()).size(), 32760u * 9 / 8 + 2000);
 }
 
 TEST(Png, WriteIsAtomicAndReadable) {
