@@ -19,12 +19,12 @@ namespace {
 // Gradient buffers of one backward call (shared K/V: one dk, one dv) and the forward's lse.
 struct Grads {
   std::vector<float> dq, dk, dv, dgates, lse;
-  std::vector<float> phi_k[5], phi_v[5];  // pe, w1, b1, w2, b2
+  std::vector<float> phi_k[kPhiFields.size()], phi_v[kPhiFields.size()];  // per PhiField (mlp)
 
   explicit Grads(const PaperProblem& p)
       : dq(p.q.size()), dk(p.k.size()), dv(p.v.size()), dgates(p.gates.size()),
         lse(static_cast<size_t>(p.tokens * kHeads)) {
-    for (int i = 0; i < 5; ++i) {
+    for (std::size_t i = 0; i < kPhiFields.size(); ++i) {
       phi_k[i].resize(p.phi_k[i].size());
       phi_v[i].resize(p.phi_v[i].size());
     }

@@ -29,25 +29,37 @@ inline std::vector<float> random_vector(std::mt19937& rng, index_t n, float scal
   return v;
 }
 
-// mlp phi weights for head dim `dim`, p[5] = {pe, w1, b1, w2, b2}; w1 and w2 scaled by
-// 1/sqrt(fan_in) so that compressed keys stay O(1).
-inline void fill_phi(std::mt19937& rng, const Config& c, index_t dim, std::vector<float>* p) {
-  const index_t l = c.block_len(), hidden = c.phi_hidden_for(dim);
-  p[0] = random_vector(rng, l * dim, 0.5f);
-  p[1] = random_vector(rng, hidden * l * dim, 1.0f / std::sqrt(static_cast<float>(l * dim)));
-  p[2] = random_vector(rng, hidden, 0.1f);
-  p[3] = random_vector(rng, dim * hidden, 1.0f / std::sqrt(static_cast<float>(hidden)));
-  p[4] = random_vector(rng, dim, 0.1f);
+// The scale of phi field f's random values for block length l and mlp width `hidden`:
+// matrices by 1/sqrt(fan_in) so that compressed keys stay O(1), pe and biases O(1).
+inline float phi_field_scale(PhiField f, index_t l, index_t dim, index_t hidden) {
+  switch (f) {
+    case PhiField::pe: return 0.5f;
+    case PhiField::b1:
+    case PhiField::b2: return 0.1f;
+    case PhiField::w2: return 1.0f / std::sqrt(static_cast<float>(hidden));
+    case PhiField::w1:
+    case PhiField::w: break;
+  }
+  return 1.0f / std::sqrt(static_cast<float>(l * dim));
 }
 
-// The mlp phi weights (or their gradients) held in p[5] = {pe, w1, b1, w2, b2}.
+// Random mlp phi weights for head dim `dim` in p[kPhiFields.size()] (one vector per PhiField;
+// the fields mlp does not use stay empty).
+inline void fill_phi(std::mt19937& rng, const Config& c, index_t dim, std::vector<float>* p) {
+  const index_t l = c.block_len(), hidden = c.phi_hidden_for(dim);
+  for (PhiField f : kPhiFields)
+    if (phi_field_used(PhiKind::mlp, f))
+      p[static_cast<int>(f)] = random_vector(rng, phi_field_size(f, l, dim, hidden), phi_field_scale(f, l, dim, hidden));
+}
+
+// The phi weights (or their gradients) held in p[kPhiFields.size()]; empty fields are null.
 template <class T>
 PhiWeights<T> phi_weights(const std::vector<T>* p) {
-  return {p[0].data(), p[1].data(), p[2].data(), p[3].data(), p[4].data(), nullptr};
+  return phi_views<PhiWeights<T>>(p);
 }
 template <class T>
 PhiGradients<T> phi_gradients(std::vector<T>* p) {
-  return {p[0].data(), p[1].data(), p[2].data(), p[3].data(), p[4].data(), nullptr};
+  return phi_views<PhiGradients<T>>(p);
 }
 
 // The integer in environment variable `name`, or `fallback` when it is unset.
@@ -76,8 +88,8 @@ inline int bench_threads() { return env_int("NSA_BENCH_THREADS", 2); }
 struct PaperProblem {
   index_t tokens;
   std::vector<float> q, k, v, gates, d_out, out;  // q [T, H, d_k], k [T, H_kv, d_k], ...
-  std::vector<float> phi_k[5], phi_v[5];          // pe, w1, b1, w2, b2
-  std::vector<bf16> q16, k16, v16, gates16, phi_k16[5], phi_v16[5];
+  std::vector<float> phi_k[kPhiFields.size()], phi_v[kPhiFields.size()];  // per PhiField (mlp)
+  std::vector<bf16> q16, k16, v16, gates16, phi_k16[kPhiFields.size()], phi_v16[kPhiFields.size()];
 
   PaperProblem(const Config& config, index_t t, bool with_d_out = false) : tokens(t) {
     std::mt19937 rng(1);
@@ -107,7 +119,7 @@ struct PaperProblem {
     k16 = to_bf16(k);
     v16 = to_bf16(v);
     gates16 = to_bf16(gates);
-    for (int i = 0; i < 5; ++i) {
+    for (std::size_t i = 0; i < kPhiFields.size(); ++i) {
       phi_k16[i] = to_bf16(phi_k[i]);
       phi_v16[i] = to_bf16(phi_v[i]);
     }

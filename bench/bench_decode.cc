@@ -36,7 +36,7 @@ struct Data {
   index_t max_tokens;
   std::vector<float> k, v;                // [max_tokens, H_kv, d]: the cached tokens
   std::vector<float> q, nk, nv, gates;    // kNew new tokens, cycled through by the steps
-  std::vector<float> phi_k[5], phi_v[5];  // pe, w1, b1, w2, b2
+  std::vector<float> phi_k[kPhiFields.size()], phi_v[kPhiFields.size()];  // per PhiField (mlp)
   static constexpr index_t kNew = 64;
 
   explicit Data(index_t t) : max_tokens(t) {

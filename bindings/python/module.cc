@@ -13,6 +13,7 @@
 // checked first, so a bad input raises and never crashes the interpreter.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -203,42 +204,24 @@ A array_arg(nb::handle h, const std::string& name) {
   return a;
 }
 
-// Sizes of phi's parameters for one head dim (spec, "Branch 1: compression").
-struct PhiField {
-  const char* name;
-  std::vector<index_t> shape;
-};
-
-std::vector<PhiField> phi_fields(const Config& c, index_t dim) {
-  const index_t l = c.block_len(), hidden = c.phi_hidden_for(dim);
-  switch (c.phi()) {
-    case PhiKind::mlp:
-      return {{"pe", {l, dim}}, {"w1", {hidden, l * dim}}, {"b1", {hidden}},
-              {"w2", {dim, hidden}}, {"b2", {dim}}};
-    case PhiKind::linear:
-      return {{"pe", {l, dim}}, {"w", {dim, l * dim}}};
-    case PhiKind::mean:
-      return {};
-  }
-  return {};
+// The fields phi=kind uses and their shapes (nsa/phi_fields.h), in the table's order.
+std::vector<std::pair<PhiField, std::vector<index_t>>> used_phi_fields(PhiKind kind, index_t l, index_t dim,
+                                                                       index_t hidden) {
+  std::vector<std::pair<PhiField, std::vector<index_t>>> out;
+  for (PhiField f : kPhiFields)
+    if (phi_field_used(kind, f)) out.emplace_back(f, phi_field_shape(f, l, dim, hidden));
+  return out;
 }
 
-// Field pointers of PhiWeights / PhiGradients by name.
-template <class P>
-auto*& phi_field(P& p, const std::string& f) {
-  if (f == "pe") return p.pe;
-  if (f == "w1") return p.w1;
-  if (f == "b1") return p.b1;
-  if (f == "w2") return p.w2;
-  if (f == "b2") return p.b2;
-  return p.w;
+std::vector<std::pair<PhiField, std::vector<index_t>>> used_phi_fields(const Config& c, index_t dim) {
+  return used_phi_fields(c.phi(), c.block_len(), dim, c.phi_hidden_for(dim));
 }
 
 // A dict {name: array} (or None for phi=mean) -> PhiWeights<T> or PhiGradients<T>.
 template <class T, class A, class P>
 P phi_arrays(const Config& c, nb::handle params, index_t dim, const std::string& name) {
   P out;
-  const auto fields = phi_fields(c, dim);
+  const auto fields = used_phi_fields(c, dim);
   if (params.is_none()) {
     if (!fields.empty())
       throw Error(name + " is None but phi=" + phi_kind_name(c.phi()) + " has parameters");
@@ -250,20 +233,21 @@ P phi_arrays(const Config& c, nb::handle params, index_t dim, const std::string&
   for (auto [key, value] : d) {
     const std::string k = nb::cast<std::string>(nb::str(key));
     bool known = false;
-    for (const auto& f : fields) known |= k == f.name;
+    for (const auto& f : fields) known |= k == phi_field_name(f.first);
     if (!known) {
       std::string expected;
-      for (const auto& f : fields) expected += std::string(expected.empty() ? "" : ", ") + f.name;
+      for (const auto& f : fields) expected += std::string(expected.empty() ? "" : ", ") + phi_field_name(f.first);
       throw Error(name + ": unexpected parameter '" + k + "' for phi=" + phi_kind_name(c.phi()) +
                   " (expected " + (expected.empty() ? "none" : expected) + ")");
     }
   }
-  for (const auto& f : fields) {
-    const std::string full = name + "." + f.name;
-    if (!d.contains(f.name))
+  for (const auto& [f, shape] : fields) {
+    const char* field = phi_field_name(f);
+    const std::string full = name + "." + field;
+    if (!d.contains(field))
       throw Error(full + " is missing (phi=" + std::string(phi_kind_name(c.phi())) + ")");
-    A a = array_arg<A>(d[f.name], full);
-    phi_field(out, f.name) = contiguous_data<T>(a, full, f.shape);
+    A a = array_arg<A>(d[field], full);
+    phi_field(out, f) = contiguous_data<T>(a, full, shape);
   }
   return out;
 }
@@ -714,4 +698,15 @@ NB_MODULE(_core, m) {
   m.def("set_num_threads", &set_num_threads, "threads"_a,
         "Threads of the fp32 CPU kernels (0: all cores).");
   m.def("get_num_threads", &get_num_threads);
+  m.def(
+      "phi_fields",
+      [](const std::string& phi, index_t block_len, index_t dim, index_t hidden) {
+        std::vector<std::pair<std::string, std::vector<index_t>>> out;
+        for (const auto& [f, shape] : used_phi_fields(parse_phi_kind(phi), block_len, dim, hidden))
+          out.emplace_back(phi_field_name(f), shape);
+        return out;
+      },
+      "phi"_a, "block_len"_a, "dim"_a, "hidden"_a,
+      "The parameters phi=`phi` takes, in the order the autograd op passes them: [(name, shape)] for block\n"
+      "length `block_len`, head dim `dim` and mlp width `hidden` (nsa/phi_fields.h, the one table).");
 }

@@ -16,6 +16,7 @@
 
 #include "nsa/bf16.h"
 #include "nsa/config.h"
+#include "nsa/phi_fields.h"
 #include "nsa/tensor.h"
 
 namespace nsa {

@@ -3,10 +3,9 @@ import functools
 
 from . import _core
 
-# Parameters of each compression function phi, in the order the autograd op passes them
-# (spec, "Branch 1: compression"; shapes for a head dim `dim`, block length l):
-#   pe [l, dim]; w1 [hidden, l*dim]; b1 [hidden]; w2 [dim, hidden]; b2 [dim]; w [dim, l*dim]
-PHI_PARAMS = {"mlp": ("pe", "w1", "b1", "w2", "b2"), "linear": ("pe", "w"), "mean": ()}
+# The parameters of each compression function phi, their order (the order the autograd op
+# passes them) and shapes come from the library's one table (nsa/phi_fields.h) through
+# _core.phi_fields(phi, block_len, dim, hidden) -> [(name, shape)].
 
 
 @functools.lru_cache(maxsize=256)
@@ -17,10 +16,15 @@ def make_config(block_len, stride, sel_block, top_n, n_init, n_local, window, sc
                         scale=0.0 if scale is None else float(scale), phi=phi, phi_hidden=phi_hidden)
 
 
+@functools.lru_cache(maxsize=8)
 def phi_names(phi):
-    if phi not in PHI_PARAMS:
-        raise _core.Error(f"nsa: unknown phi kind '{phi}' (expected mlp, linear or mean)")
-    return PHI_PARAMS[phi]
+    """The names of phi's parameters, in the op's order (raises nsa.Error on an unknown kind)."""
+    return tuple(name for name, _ in _core.phi_fields(phi, 1, 1, 1))
+
+
+def phi_shapes(phi, block_len, dim, hidden):
+    """{name: shape} of phi's parameters for block length l, head dim `dim`, mlp width `hidden`."""
+    return {name: tuple(shape) for name, shape in _core.phi_fields(phi, block_len, dim, hidden)}
 
 
 def check_phi_dict(params, phi, name):

@@ -48,7 +48,7 @@ class NativeSparseAttentionFunction(torch.autograd.Function):
     apply(config, cu_seqlens, n_phi_k, q, k, v, k_slc, v_slc, k_win, v_win, gates, *phi)
     k_slc, v_slc, k_win, v_win may be None: that branch uses k / v (shared K/V), and the
     gradient written for k / v is then the sum over the branches that share it. phi holds
-    phi_k's parameters (n_phi_k of them, in _common.PHI_PARAMS order) then phi_v's.
+    phi_k's parameters (n_phi_k of them, in the order of _common.phi_names) then phi_v's.
     The backward pass reuses the forward's selection (it is piecewise constant: no
     gradient flows through it) and calls the C++ backward once.
     """

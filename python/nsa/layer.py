@@ -4,7 +4,7 @@ import math
 import torch
 from torch import nn
 
-from ._common import phi_names
+from ._common import phi_shapes
 from .decode import DecodeCache
 from .functional import native_sparse_attention
 
@@ -56,11 +56,9 @@ class NativeSparseAttention(nn.Module):
     @staticmethod
     def _make_phi(phi, l, dim, hidden, factory):
         hidden = dim if hidden is None else hidden
-        shapes = {"pe": (l, dim), "w1": (hidden, l * dim), "b1": (hidden,), "w2": (dim, hidden),
-                  "b2": (dim,), "w": (dim, l * dim)}
         params = nn.ParameterDict()
-        for name in phi_names(phi):
-            p = torch.empty(shapes[name], **factory)
+        for name, shape in phi_shapes(phi, l, dim, hidden).items():
+            p = torch.empty(shape, **factory)
             with torch.no_grad():
                 if name == "pe":
                     nn.init.normal_(p, std=0.02)

@@ -56,14 +56,8 @@ void need_count(int64_t n, const char* name, bool allow_zero) {
 
 nsa::PhiWeights<float> phi_of(const nsa_phi_weights* w) {
   nsa::PhiWeights<float> p;
-  if (w) {
-    p.pe = w->pe;
-    p.w1 = w->w1;
-    p.b1 = w->b1;
-    p.w2 = w->w2;
-    p.b2 = w->b2;
-    p.w = w->w;
-  }
+  if (w)  // nsa_phi_weights has PhiWeights' fields (nsa/phi_fields.h)
+    for (nsa::PhiField f : nsa::kPhiFields) nsa::phi_field(p, f) = nsa::phi_field(*w, f);
   return p;
 }
 

@@ -124,24 +124,12 @@ void check_phi(const Config& config, const PhiWeights<T>& w, index_t dim, const 
                bool check_values) {
   const std::string n(name);
   const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
-  auto need = [&](const T* p, const char* field, index_t count) {
-    if (p == nullptr) throw Error(n + "." + field + " is null but phi=" + phi_kind_name(config.phi()) + " needs it");
-    if (check_values) check_finite_array(p, count, (n + "." + field).c_str());
-  };
-  switch (config.phi()) {
-    case PhiKind::mlp:
-      need(w.pe, "pe", l * dim);
-      need(w.w1, "w1", hidden * l * dim);
-      need(w.b1, "b1", hidden);
-      need(w.w2, "w2", dim * hidden);
-      need(w.b2, "b2", dim);
-      break;
-    case PhiKind::linear:
-      need(w.pe, "pe", l * dim);
-      need(w.w, "w", dim * l * dim);
-      break;
-    case PhiKind::mean:
-      break;
+  for (PhiField f : kPhiFields) {
+    if (!phi_field_used(config.phi(), f)) continue;
+    const T* p = phi_field(w, f);
+    const std::string field = n + "." + phi_field_name(f);
+    if (p == nullptr) throw Error(field + " is null but phi=" + phi_kind_name(config.phi()) + " needs it");
+    if (check_values) check_finite_array(p, phi_field_size(f, l, dim, hidden), field.c_str());
   }
 }
 

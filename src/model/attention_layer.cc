@@ -51,37 +51,21 @@ void run_dense_backward(const DenseInputs<double>& in, TensorView<const double>,
   reference::dense_backward(in, d_out, g);
 }
 
-// Sizes of phi's parameter fields (pe, w1, b1, w2, b2, w) for one dim.
-std::array<std::size_t, 6> phi_sizes(const Config& op, index_t dim) {
-  const auto l = static_cast<std::size_t>(op.block_len());
-  const auto n = static_cast<std::size_t>(dim);
-  const auto hid = static_cast<std::size_t>(op.phi_hidden_for(dim));
-  switch (op.phi()) {
-    case PhiKind::mlp: return {l * n, hid * l * n, hid, n * hid, n, 0};
-    case PhiKind::linear: return {l * n, 0, 0, 0, 0, n * l * n};
-    case PhiKind::mean: break;
-  }
-  return {0, 0, 0, 0, 0, 0};
-}
-
-template <class P>
-std::array<P**, 6> phi_fields(PhiTensors<P>& t) {
-  return {&t.pe, &t.w1, &t.b1, &t.w2, &t.b2, &t.w};
-}
-template <class T>
-std::array<T**, 6> phi_fields(PhiGradients<T>& t) {
-  return {&t.pe, &t.w1, &t.b1, &t.w2, &t.b2, &t.w};
+// Elements of each of phi's fields (in kPhiFields order, nsa/phi_fields.h) for one dim;
+// 0 for the fields the kind does not use.
+std::array<std::size_t, kPhiFields.size()> phi_sizes(const Config& op, index_t dim) {
+  std::array<std::size_t, kPhiFields.size()> out{};
+  for (PhiField f : kPhiFields)
+    if (phi_field_used(op.phi(), f))
+      out[static_cast<std::size_t>(f)] =
+          static_cast<std::size_t>(phi_field_size(f, op.block_len(), dim, op.phi_hidden_for(dim)));
+  return out;
 }
 
 template <class T>
 PhiWeights<T> phi_weights(const PhiTensors<const T>& t) {
   PhiWeights<T> p;
-  p.pe = t.pe;
-  p.w1 = t.w1;
-  p.b1 = t.b1;
-  p.w2 = t.w2;
-  p.b2 = t.b2;
-  p.w = t.w;
+  for (PhiField f : kPhiFields) phi_field(p, f) = phi_field(t, f);
   return p;
 }
 
@@ -252,16 +236,16 @@ void attention_backward(const AttentionShape& s, const LayerTensors<const T>& w,
     // phi's gradients go to scratch first (the operator overwrites), then add into g.
     const auto size_k = phi_sizes(s.op, s.d_k), size_v = phi_sizes(s.op, s.d_v);
     std::size_t total = 0;
-    for (int f = 0; f < 6; ++f) total += size_k[f] + size_v[f];
+    for (std::size_t f = 0; f < kPhiFields.size(); ++f) total += size_k[f] + size_v[f];
     sc.dphi.assign(total, T(0));
     if (s.kind == AttentionKind::nsa) {
       T* next = sc.dphi.data();
       for (auto [grads, sizes] : {std::pair{&dg.phi_k, &size_k}, std::pair{&dg.phi_v, &size_v}}) {
-        const auto fields = phi_fields(*grads);
-        for (int f = 0; f < 6; ++f) {
-          if ((*sizes)[f] == 0) continue;
-          *fields[f] = next;
-          next += (*sizes)[f];
+        for (PhiField f : kPhiFields) {
+          const std::size_t n = (*sizes)[static_cast<std::size_t>(f)];
+          if (n == 0) continue;
+          phi_field(*grads, f) = next;
+          next += n;
         }
       }
     }
@@ -270,10 +254,10 @@ void attention_backward(const AttentionShape& s, const LayerTensors<const T>& w,
       const T* next = sc.dphi.data();
       LayerTensors<T> gm = g;
       for (auto [dst, sizes] : {std::pair{&gm.phi_k, &size_k}, std::pair{&gm.phi_v, &size_v}}) {
-        const auto fields = phi_fields(*dst);
-        for (int f = 0; f < 6; ++f) {
-          for (std::size_t j = 0; j < (*sizes)[f]; ++j) (*fields[f])[j] += next[j];
-          next += (*sizes)[f];
+        for (PhiField f : kPhiFields) {
+          const std::size_t n = (*sizes)[static_cast<std::size_t>(f)];
+          for (std::size_t j = 0; j < n; ++j) phi_field(*dst, f)[j] += next[j];
+          next += n;
         }
       }
     }

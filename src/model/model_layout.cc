@@ -44,15 +44,16 @@ ModelLayout::ModelLayout(const ModelConfig& c) : config_(c) {
       const std::int64_t l = c.nsa.block_len;
       for (const auto& [name, dim] : {std::pair<const char*, std::int64_t>{"phi_k.", dk}, {"phi_v.", dv}}) {
         const std::string q = p + name;
-        add(q + "pe", {l, dim}, false, zeros);
-        if (c.nsa.phi == PhiKind::mlp) {
-          const std::int64_t hidden = op.phi_hidden_for(dim);
-          add(q + "w1", {hidden, l * dim}, true, fan_in(l * dim));
-          add(q + "b1", {hidden}, false, zeros);
-          add(q + "w2", {dim, hidden}, true, fan_in(hidden));
-          add(q + "b2", {dim}, false, zeros);
-        } else {
-          add(q + "w", {dim, l * dim}, true, fan_in(l * dim));
+        // The kind's fields in the table's order (nsa/phi_fields.h): the matrices w1, w2, w
+        // are decayed and drawn by fan-in (their shape's second size), pe and biases start at 0.
+        for (PhiField f : kPhiFields) {
+          if (!phi_field_used(c.nsa.phi, f)) continue;
+          const std::vector<std::int64_t> shape = phi_field_shape(f, l, dim, op.phi_hidden_for(dim));
+          const bool decayed = f == PhiField::w1 || f == PhiField::w2 || f == PhiField::w;
+          if (decayed)
+            add(q + phi_field_name(f), shape, true, fan_in(shape[1]));
+          else
+            add(q + phi_field_name(f), shape, false, zeros);
         }
       }
     }
@@ -121,12 +122,7 @@ LayerTensors<P> ModelLayout::layer(P* base, int i) const {
   L.bg = ptr(base, p + "bg");
   for (auto [phi, name] : {std::pair<PhiTensors<P>*, const char*>{&L.phi_k, "phi_k."}, {&L.phi_v, "phi_v."}}) {
     const std::string q = p + name;
-    phi->pe = ptr(base, q + "pe");
-    phi->w1 = ptr(base, q + "w1");
-    phi->b1 = ptr(base, q + "b1");
-    phi->w2 = ptr(base, q + "w2");
-    phi->b2 = ptr(base, q + "b2");
-    phi->w = ptr(base, q + "w");
+    for (PhiField f : kPhiFields) phi_field(*phi, f) = ptr(base, q + phi_field_name(f));
   }
   L.wo = ptr(base, p + "wo");
   L.mlp_norm = ptr(base, p + "mlp_norm");

@@ -26,18 +26,25 @@ std::vector<float> round_to_f32(std::vector<double>& v) {
 
 void fill_phi(std::mt19937_64& rng, const Config& config, index_t dim, PhiBuffers<double>& p) {
   const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
-  const double in_scale = 1.0 / std::sqrt(static_cast<double>(l * dim));
-  p.pe = normal(rng, l * dim, 0.5);
-  p.w1 = normal(rng, hidden * l * dim, in_scale);
-  p.b1 = normal(rng, hidden, 0.1);
-  p.w2 = normal(rng, dim * hidden, 1.0 / std::sqrt(static_cast<double>(hidden)));
-  p.b2 = normal(rng, dim, 0.1);
-  p.w = normal(rng, dim * l * dim, in_scale);
+  // Standard deviations: the matrices by 1/sqrt(fan_in), pe and biases O(1).
+  auto sd = [&](PhiField f) {
+    switch (f) {
+      case PhiField::pe: return 0.5;
+      case PhiField::b1:
+      case PhiField::b2: return 0.1;
+      case PhiField::w2: return 1.0 / std::sqrt(static_cast<double>(hidden));
+      case PhiField::w1:
+      case PhiField::w: break;
+    }
+    return 1.0 / std::sqrt(static_cast<double>(l * dim));
+  };
+  for (PhiField f : kPhiFields) phi_field(p, f) = normal(rng, phi_field_size(f, l, dim, hidden), sd(f));
 }
 
 PhiBuffers<float> round_phi(PhiBuffers<double>& p) {
-  return {round_to_f32(p.pe), round_to_f32(p.w1), round_to_f32(p.b1),
-          round_to_f32(p.w2), round_to_f32(p.b2), round_to_f32(p.w)};
+  PhiBuffers<float> out;
+  for (PhiField f : kPhiFields) phi_field(out, f) = round_to_f32(phi_field(p, f));
+  return out;
 }
 
 std::vector<std::int64_t> prefix_sums(const std::vector<std::int64_t>& lens) {

@@ -25,11 +25,14 @@ struct ProblemShape {
   std::string describe() const;
 };
 
+// Every PhiField (nsa/phi_fields.h), whatever the kind uses.
 template <class T>
 struct PhiBuffers {
   std::vector<T> pe, w1, b1, w2, b2, w;
   PhiWeights<T> weights() const {
-    return {pe.data(), w1.data(), b1.data(), w2.data(), b2.data(), w.data()};
+    PhiWeights<T> out;
+    for (PhiField f : kPhiFields) phi_field(out, f) = phi_field(*this, f).data();
+    return out;
   }
 };
 

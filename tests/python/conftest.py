@@ -29,11 +29,9 @@ SMALL = dict(block_len=4, stride=2, sel_block=8, top_n=3, n_init=1, n_local=1, w
 
 def make_phi(phi, l, dim, dtype, gen, hidden=None):
     hidden = dim if hidden is None else hidden
-    shapes = {"pe": (l, dim), "w1": (hidden, l * dim), "b1": (hidden,), "w2": (dim, hidden),
-              "b2": (dim,), "w": (dim, l * dim)}
+    shapes = nsa._common.phi_shapes(phi, l, dim, hidden)  # the library's table, in its order
     scale = {"pe": 0.5, "w1": (l * dim) ** -0.5, "b1": 0.1, "w2": hidden ** -0.5, "b2": 0.1, "w": (l * dim) ** -0.5}
-    names = nsa._common.PHI_PARAMS[phi]
-    return {n: (torch.randn(shapes[n], generator=gen, dtype=torch.float64) * scale[n]).to(dtype) for n in names} or None
+    return {n: (torch.randn(s, generator=gen, dtype=torch.float64) * scale[n]).to(dtype) for n, s in shapes.items()} or None
 
 
 def make_problem(B=1, T=40, H=3, H_kv=1, d_k=4, d_v=5, phi="mlp", shared=True, dtype=torch.float64,

@@ -161,3 +161,19 @@ def test_numpy_arrays_dlpack_cannot_describe_raise(p):
             nsa.numpy.native_sparse_attention(q, *arrays[1:], **phi, **SMALL)
     with pytest.raises(nsa.Error, match=r"q: negative strides are not supported"):
         nsa.numpy.native_sparse_attention(arrays[0][:, ::-1], *arrays[1:], **phi, **SMALL)
+
+
+def test_phi_fields_come_from_the_library_table():
+    # nsa/phi_fields.h: the one definition of phi's parameters, their order and shapes.
+    l, dim, hidden = 4, 3, 5
+    assert nsa._core.phi_fields("mlp", l, dim, hidden) == [
+        ("pe", [l, dim]), ("w1", [hidden, l * dim]), ("b1", [hidden]), ("w2", [dim, hidden]), ("b2", [dim])]
+    assert nsa._core.phi_fields("linear", l, dim, hidden) == [("pe", [l, dim]), ("w", [dim, l * dim])]
+    assert nsa._core.phi_fields("mean", l, dim, hidden) == []
+    assert nsa._common.phi_names("linear") == ("pe", "w")
+    with pytest.raises(nsa.Error, match=r"unknown phi kind 'conv'"):
+        nsa._common.phi_names("conv")
+    layer = nsa.NativeSparseAttention(16, 2, 1, 4, block_len=4, stride=2, sel_block=4, top_n=2,
+                                      n_init=1, n_local=1, window=4, phi="mlp", phi_hidden=6)
+    assert {n: tuple(p.shape) for n, p in layer.phi_k.items()} == {
+        "pe": (4, 4), "w1": (6, 16), "b1": (6,), "w2": (4, 6), "b2": (4,)}

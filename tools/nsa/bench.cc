@@ -70,6 +70,7 @@
 #include "bench_peak.h"
 #include "bench_roofline.h"
 #include "commands.h"
+#include "json_output.h"
 #include "nsa/decode.h"
 #include "nsa/error.h"
 #include "nsa/nsa.h"
@@ -168,7 +169,7 @@ void fill(std::vector<float>& v, index_t n, float scale, std::uint64_t seed, flo
 struct BenchData {
   index_t T, H, H_kv, d_k, d_v;
   std::vector<float> q, k, v, gates, out;
-  std::vector<float> phi_k[5], phi_v[5];  // pe, w1, b1, w2, b2
+  std::vector<float> phi_k[kPhiFields.size()], phi_v[kPhiFields.size()];  // per PhiField (mlp)
 
   BenchData(const Config& config, const BenchOptions& o, index_t tokens)
       : T(tokens), H(o.heads), H_kv(o.kv_heads), d_k(o.d_k), d_v(o.d_v) {
@@ -182,17 +183,25 @@ struct BenchData {
     fill_phi(config, d_v, phi_v, 20);
   }
 
+  // The mlp's fields, uniform with unit-variance scale: the matrices by 1/sqrt(fan_in).
   static void fill_phi(const Config& c, index_t dim, std::vector<float>* p, std::uint64_t seed) {
     const index_t l = c.block_len(), hidden = c.phi_hidden_for(dim);
-    fill(p[0], l * dim, 0.5f, seed);
-    fill(p[1], hidden * l * dim, 1.732f / std::sqrt(static_cast<float>(l * dim)), seed + 1);
-    fill(p[2], hidden, 0.1f, seed + 2);
-    fill(p[3], dim * hidden, 1.732f / std::sqrt(static_cast<float>(hidden)), seed + 3);
-    fill(p[4], dim, 0.1f, seed + 4);
+    auto scale = [&](PhiField f) {
+      switch (f) {
+        case PhiField::pe: return 0.5f;
+        case PhiField::b1:
+        case PhiField::b2: return 0.1f;
+        case PhiField::w2: return 1.732f / std::sqrt(static_cast<float>(hidden));
+        case PhiField::w1:
+        case PhiField::w: break;
+      }
+      return 1.732f / std::sqrt(static_cast<float>(l * dim));
+    };
+    for (PhiField f : kPhiFields)
+      if (phi_field_used(PhiKind::mlp, f))
+        fill(p[static_cast<int>(f)], phi_field_size(f, l, dim, hidden), scale(f), seed + static_cast<int>(f));
   }
-  static PhiWeights<float> weights(const std::vector<float>* p) {
-    return {p[0].data(), p[1].data(), p[2].data(), p[3].data(), p[4].data(), nullptr};
-  }
+  static PhiWeights<float> weights(const std::vector<float>* p) { return phi_views<PhiWeights<float>>(p); }
 
   template <class U>
   TensorView<U> view(U* data, index_t heads, index_t dim) const {
@@ -217,7 +226,7 @@ struct BenchData {
   }
 
   // The same inputs rounded to bf16 (--bf16), made on first use.
-  std::vector<bf16> q16, k16, v16, gates16, phi_k16[5], phi_v16[5];
+  std::vector<bf16> q16, k16, v16, gates16, phi_k16[kPhiFields.size()], phi_v16[kPhiFields.size()];
   static std::vector<bf16> rounded(const std::vector<float>& x) {
     std::vector<bf16> y(x.size());
     to_bf16(x.data(), y.data(), x.size());
@@ -226,7 +235,7 @@ struct BenchData {
   void make_bf16() {
     if (!q16.empty()) return;
     q16 = rounded(q), k16 = rounded(k), v16 = rounded(v), gates16 = rounded(gates);
-    for (int i = 0; i < 5; ++i) phi_k16[i] = rounded(phi_k[i]), phi_v16[i] = rounded(phi_v[i]);
+    for (std::size_t i = 0; i < kPhiFields.size(); ++i) phi_k16[i] = rounded(phi_k[i]), phi_v16[i] = rounded(phi_v[i]);
   }
   NsaInputs<bf16> nsa_inputs_bf16() {
     make_bf16();
@@ -235,11 +244,8 @@ struct BenchData {
     in.k_cmp = in.k_slc = in.k_win = view<const bf16>(k16.data(), H_kv, d_k);
     in.v_cmp = in.v_slc = in.v_win = view<const bf16>(v16.data(), H_kv, d_v);
     in.gates = view<const bf16>(gates16.data(), H, 3);
-    auto w = [](const std::vector<bf16>* p) {
-      return PhiWeights<bf16>{p[0].data(), p[1].data(), p[2].data(), p[3].data(), p[4].data(), nullptr};
-    };
-    in.phi_k = w(phi_k16);
-    in.phi_v = w(phi_v16);
+    in.phi_k = phi_views<PhiWeights<bf16>>(phi_k16);
+    in.phi_v = phi_views<PhiWeights<bf16>>(phi_v16);
     return in;
   }
   DenseInputs<bf16> dense_inputs_bf16() {
@@ -416,15 +422,16 @@ void run_phase(const Config& config, const BenchOptions& o, const std::string& p
         progress("  %-8s %-5s T=%-6lld (forward, untimed) ...", phase, "nsa", T);
         NsaSaved<float> saved;
         nsa_forward(config, nin, out, &saved, pool);
-        std::vector<float> dgates(data.gates.size()), gk[5], gv[5];
-        for (int i = 0; i < 5; ++i) gk[i].resize(data.phi_k[i].size()), gv[i].resize(data.phi_v[i].size());
+        std::vector<float> dgates(data.gates.size()), gk[kPhiFields.size()], gv[kPhiFields.size()];
+        for (std::size_t i = 0; i < kPhiFields.size(); ++i)
+          gk[i].resize(data.phi_k[i].size()), gv[i].resize(data.phi_v[i].size());
         NsaGradients<float> g;
         g.dq = data.view(dq.data(), data.H, data.d_k);
         g.dk_cmp = g.dk_slc = g.dk_win = data.view(dk.data(), data.H_kv, data.d_k);  // shared: summed
         g.dv_cmp = g.dv_slc = g.dv_win = data.view(dv.data(), data.H_kv, data.d_v);
         g.dgates = data.view(dgates.data(), data.H, 3);
-        g.phi_k = {gk[0].data(), gk[1].data(), gk[2].data(), gk[3].data(), gk[4].data(), nullptr};
-        g.phi_v = {gv[0].data(), gv[1].data(), gv[2].data(), gv[3].data(), gv[4].data(), nullptr};
+        g.phi_k = phi_views<PhiGradients<float>>(gk);
+        g.phi_v = phi_views<PhiGradients<float>>(gv);
         tn = time_reps(o.backward_reps, [&] { nsa_backward(config, nin, saved, d_out_view, g, pool); });
         done(tn);
       }
@@ -531,39 +538,21 @@ void print_table(std::FILE* f, const BenchOptions& o, const MachineRoof& machine
   std::fflush(f);
 }
 
-std::string json_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (static_cast<unsigned char>(c) < 0x20) out += ' ';
-    else out += c;
-  }
-  return out;
-}
-
 void write_json(const std::string& path, const BenchOptions& o, const FmaPeak& peak, const MachineRoof& machine,
                 int threads, const std::string& cpu, const std::vector<Result>& results) {
-  std::FILE* f = path == "-" ? stdout : std::fopen(path.c_str(), "w");
-  if (f == nullptr) throw Error("bench: cannot write " + path);
-  std::fprintf(f,
-               "{\n  \"machine\": {\"fma_peak_gflops\": %.3f, \"dram_read_gbs\": %.3f, \"l3_read_gbs\": %.3f, "
-               "\"l3_bytes\": %.0f, \"threads\": %d, \"cpu\": \"%s\"},\n",
-               peak.gflops, machine.dram_gbs, machine.l3_gbs, machine.l3_bytes, threads, json_escape(cpu).c_str());
-  std::fprintf(f, "  \"results\": [");
-  for (size_t i = 0; i < results.size(); ++i) {
-    const Result& r = results[i];
+  nlohmann::json rows = nlohmann::json::array();
+  for (const Result& r : results) {
     const RowRoof roof = row_roofline(shape_of(o, r), machine, r);
-    std::fprintf(f,
-                 "%s\n    {\"shape\": \"%s\", \"T\": %lld, \"phase\": \"%s\", \"impl\": \"%s\", \"dtype\": \"%s\", \"ms\": %.6g, "
-                 "\"ms_min\": %.6g, \"ms_max\": %.6g, \"gflops\": %.6g, \"tokens_read\": %.6g, \"bytes\": %.6g, "
-                 "\"roofline\": %.4f, \"bound\": \"%s\"}",
-                 i ? "," : "", r.shape.c_str(), static_cast<long long>(r.T), r.phase.c_str(), r.impl.c_str(),
-                 r.dtype.c_str(), r.ms, r.ms_min, r.ms_max, r.gflops, r.tokens_read, compulsory_bytes(shape_of(o, r), r),
-                 roof.fraction, roof.bound.c_str());
+    rows.push_back({{"shape", r.shape}, {"T", r.T}, {"phase", r.phase}, {"impl", r.impl}, {"dtype", r.dtype},
+                    {"ms", r.ms}, {"ms_min", r.ms_min}, {"ms_max", r.ms_max}, {"gflops", r.gflops},
+                    {"tokens_read", r.tokens_read}, {"bytes", compulsory_bytes(shape_of(o, r), r)},
+                    {"roofline", roof.fraction}, {"bound", roof.bound}});
   }
-  std::fprintf(f, "\n  ]\n}\n");
-  const bool ok = path == "-" ? std::fflush(f) == 0 : std::fclose(f) == 0;
-  if (!ok) throw Error("bench: cannot write " + path);
+  const nlohmann::json out = {
+      {"machine", {{"fma_peak_gflops", peak.gflops}, {"dram_read_gbs", machine.dram_gbs}, {"l3_read_gbs", machine.l3_gbs},
+                   {"l3_bytes", machine.l3_bytes}, {"threads", threads}, {"cpu", cpu}}},
+      {"results", rows}};
+  write_json_file(path, out, "bench");
 }
 
 // The speed-up chart of --plot: one solid line per measured phase, and the paper's figures
