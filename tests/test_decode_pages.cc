@@ -269,6 +269,43 @@ TEST(DecodePages, MultiTokenStepEqualsOneTokenSteps) {
 }
 
 
+// Chunked prefill: a prompt appended to a non-empty sequence runs as one chunk (all its
+// tokens stored, then their attention in parallel over tokens and kv heads) and equals one
+// token steps bitwise: every output row, the last token's selection, tokens read. With 4
+// workers and one sequence of 2 kv heads each token also splits its keys in 2 (as a single
+// step does), with 1 and 2 workers it does not. Chunks straddle pages (32 tokens) and
+// compression blocks, and one chunk starts inside a shared (forked) page.
+TEST(DecodePages, ContinuationPrefillEqualsOneTokenSteps) {
+  const Fixture f;
+  for (const int threads : {1, 2, 4}) {
+    ThreadPool pool(threads);
+    DecodeCache chunked = f.cache(2), single = f.cache(2);
+    for (DecodeCache* c : {&chunked, &single}) {
+      f.prefill(*c, 0, f.a, 13, pool);
+      c->fork(0, 1);
+    }
+    index_t pos = 13;
+    for (const index_t n : {2, 29, 1, 41}) {
+      std::vector<float> out(static_cast<size_t>(n * kH * kD));
+      chunked.prefill(1, decode_test::prompt_tokens(f.a, pos, n), contiguous_view(out.data(), 1, n, kH, kD), pool);
+      for (index_t j = 0; j < n; ++j) {
+        const std::vector<float> one = f.step(single, {1}, {&f.a}, pos + j, pool);
+        ASSERT_EQ(0, std::memcmp(out.data() + j * kH * kD, one.data(), sizeof(float) * kH * kD))
+            << threads << " threads, chunk of " << n << " at " << pos << ", token " << j;
+      }
+      pos += n;
+      ASSERT_EQ(chunked.position(1), pos);
+      for (index_t h = 0; h < kHkv; ++h) {
+        EXPECT_EQ(chunked.selected_blocks(1, h), single.selected_blocks(1, h));
+        EXPECT_EQ(chunked.tokens_read(1, h).total(), single.tokens_read(1, h).total());
+      }
+      EXPECT_EQ(chunked.total_tokens_read(), single.total_tokens_read());
+    }
+    // The source of the fork kept its 13 tokens and decodes as before.
+    EXPECT_EQ(f.step(chunked, {0}, {&f.b}, 13, pool), f.step(single, {0}, {&f.b}, 13, pool));
+  }
+}
+
 // 1000 sequences forked from one 16k-token prefix hold about one prefix's memory; each then
 // decodes on its own, copying only the chunks it writes (the prefix's last one, where the
 // next compressed block goes, and its new one).

@@ -22,22 +22,15 @@ PhiWeights<float> copy_phi(const Config& config, const PhiWeights<float>& w, ind
                            const char* name, bool round_bf16, std::vector<float>* buf) {
   detail::check_phi(config, w, dim, name, /*check_values=*/true);
   const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
-  auto take = [&](int slot, const float* p, index_t n) -> const float* {
-    buf[slot].assign(p, p + n);
-    if (round_bf16)
-      for (float& x : buf[slot]) x = static_cast<float>(bf16(x));
-    return buf[slot].data();
-  };
   PhiWeights<float> out;
-  if (config.phi() == PhiKind::mlp) {
-    out.pe = take(0, w.pe, l * dim);
-    out.w1 = take(1, w.w1, hidden * l * dim);
-    out.b1 = take(2, w.b1, hidden);
-    out.w2 = take(3, w.w2, dim * hidden);
-    out.b2 = take(4, w.b2, dim);
-  } else if (config.phi() == PhiKind::linear) {
-    out.pe = take(0, w.pe, l * dim);
-    out.w = take(5, w.w, dim * l * dim);
+  for (PhiField f : kPhiFields) {
+    if (!phi_field_used(config.phi(), f)) continue;
+    std::vector<float>& copy = buf[static_cast<int>(f)];
+    const float* p = phi_field(w, f);
+    copy.assign(p, p + phi_field_size(f, l, dim, hidden));
+    if (round_bf16)
+      for (float& x : copy) x = static_cast<float>(bf16(x));
+    phi_field(out, f) = copy.data();
   }
   return out;
 }
@@ -103,51 +96,68 @@ void check_budget(const DecodeCache::State& st, index_t pages, const char* what)
               str(st.pool.max_pages()) + " are free (reset, truncate or release a sequence, or raise max_pages)");
 }
 
+// The inputs and output of token index `tok` of batch item b of the views, for kv head h.
+void point_work(const DecodeCache::State& st, decode::TokenWork& w, const DecodeTokens& x, index_t b, index_t tok,
+                index_t h, TensorView<float> out) {
+  const index_t G = st.group;
+  const TensorView<const float>* ks[kNumBranches] = {&x.k_cmp, &x.k_slc, &x.k_win};
+  const TensorView<const float>* vs[kNumBranches] = {&x.v_cmp, &x.v_slc, &x.v_win};
+  w.h = h;
+  w.in.q = x.q.ptr(b, tok, h * G);
+  w.in.q_head_stride = x.q.stride[2];
+  for (int i = 0; i < st.kv_streams; ++i) {
+    w.in.k[i] = ks[i]->ptr(b, tok, h);
+    w.in.v[i] = vs[i]->ptr(b, tok, h);
+  }
+  w.in.gates = x.gates.ptr(b, tok, h * G);
+  w.in.gates_head_stride = x.gates.stride[2];
+  w.out = out.ptr(b, tok, h * G);
+  w.out_head_stride = out.stride[2];
+}
+
+// Key slices per branch of a step with `tasks` (sequence, kv head) pairs: with fewer pairs
+// than workers (one long sequence, say) each branch's keys are split into `parts` slices,
+// attended in parallel, then merged. A chunk of tokens uses the same number per token, so
+// that its rows have the bits of single steps.
+index_t key_parts(const ThreadPool& pool, index_t tasks) { return std::max<index_t>(1, pool.size() / tasks); }
+
+// A token's stages back to back on one worker, its `parts` key slices one after another.
+void run_token(const DecodeCache::State& st, decode::TokenWork& w, index_t parts, DecodeScratch& s) {
+  decode::begin_token(st, w, parts, s);
+  for (index_t i = 0; i < parts; ++i) decode::attend_part(st, w, kCmp, i, parts);
+  decode::select_token(st, w, s);
+  for (index_t i = 0; i < parts; ++i) {
+    decode::attend_part(st, w, kSlc, i, parts);
+    decode::attend_part(st, w, kWin, i, parts);
+  }
+  decode::finish_token(st, w);
+}
+
 // Runs the decode step of token index `tok` of the views for the sequences ids[0..count)
 // (sequence b's inputs at batch item b). The caller has validated everything.
 void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const DecodeTokens& x,
               index_t tok, TensorView<float> out, ThreadPool& pool) {
-  const index_t H_kv = st.shape.kv_heads, G = st.group;
+  const index_t H_kv = st.shape.kv_heads;
   for (index_t b = 0; b < count; ++b) {
     DecodeSequence& q = st.seqs[ids[b]];
     st.prepare_write(q, q.pos + 1);  // the budget was checked for the whole call
   }
   if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
-  const TensorView<const float>* ks[kNumBranches] = {&x.k_cmp, &x.k_slc, &x.k_win};
-  const TensorView<const float>* vs[kNumBranches] = {&x.v_cmp, &x.v_slc, &x.v_win};
   const index_t tasks = count * H_kv;
   st.work.resize(static_cast<size_t>(tasks));
   for (index_t task = 0; task < tasks; ++task) {
     const index_t b = task / H_kv, h = task % H_kv;
     decode::TokenWork& w = st.work[static_cast<size_t>(task)];
     w.q = &st.seqs[ids[b]];
-    w.h = h;
-    w.in.q = x.q.ptr(b, tok, h * G);
-    w.in.q_head_stride = x.q.stride[2];
-    for (int i = 0; i < st.kv_streams; ++i) {
-      w.in.k[i] = ks[i]->ptr(b, tok, h);
-      w.in.v[i] = vs[i]->ptr(b, tok, h);
-    }
-    w.in.gates = x.gates.ptr(b, tok, h * G);
-    w.in.gates_head_stride = x.gates.stride[2];
-    w.out = out.ptr(b, tok, h * G);
-    w.out_head_stride = out.stride[2];
+    w.t = w.q->pos;
+    w.store = true;
+    point_work(st, w, x, b, tok, h, out);
   }
   auto work = [&](std::int64_t task) -> decode::TokenWork& { return st.work[static_cast<size_t>(task)]; };
   auto scratch = [&](int worker) -> DecodeScratch& { return st.scratch[static_cast<size_t>(worker)]; };
-  // Fewer (sequence, kv head) pairs than workers (one long sequence, say): each branch's
-  // keys are split into `parts` slices attended in parallel, then merged.
-  const index_t parts = std::max<index_t>(1, pool.size() / tasks);
+  const index_t parts = key_parts(pool, tasks);
   if (parts == 1) {
-    pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) {
-      decode::TokenWork& w = work(task);
-      decode::begin_token(st, w, 1, scratch(worker));
-      decode::attend_part(st, w, kCmp, 0, 1);
-      decode::select_token(st, w, scratch(worker));
-      decode::attend_part(st, w, kSlc, 0, 1);
-      decode::attend_part(st, w, kWin, 0, 1);
-      decode::finish_token(st, w);
-    });
+    pool.parallel_tasks(tasks, [&](std::int64_t task, int worker) { run_token(st, work(task), 1, scratch(worker)); });
   } else if (tasks == 1) {
     // One (sequence, kv head): its serial stages run on this thread, only the attention
     // parts go to the pool (two synchronisations per step instead of five).
@@ -175,26 +185,32 @@ void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const D
     });
     pool.parallel_tasks(tasks, [&](std::int64_t task, int) { decode::finish_token(st, work(task)); });
   }
+  for (index_t task = 0; task < tasks; ++task) {
+    const decode::TokenWork& w = work(task);
+    std::copy(w.sel.begin(), w.sel.end(), w.q->sel.begin() + w.h * st.config.top_n());
+    w.q->read[w.h] = w.read;
+    st.total_read += w.read.total();
+  }
   for (index_t b = 0; b < count; ++b) {
     DecodeSequence& q = st.seqs[ids[b]];
     ++q.pos;
     q.num_cmp = st.config.num_cmp_blocks(q.pos);
-    for (const TokensRead& r : q.read) st.total_read += r.total();
   }
 }
 
-// Copies tokens [0, T) of the raw views into sequence q at positions q.pos .. q.pos+T-1.
-void store_raw(const DecodeCache::State& st, DecodeSequence& q, const DecodeTokens& x, index_t T) {
+// Copies tokens [0, T) of batch item b of the raw views into sequence q at positions
+// q.pos .. q.pos+T-1.
+void store_raw(const DecodeCache::State& st, DecodeSequence& q, const DecodeTokens& x, index_t T, index_t b = 0) {
   const TensorView<const float>* ks[kNumBranches] = {&x.k_cmp, &x.k_slc, &x.k_win};
   const TensorView<const float>* vs[kNumBranches] = {&x.v_cmp, &x.v_slc, &x.v_win};
   const index_t d_k = st.shape.d_k, d_v = st.shape.d_v;
-  for (int b = 0; b < st.kv_streams; ++b)
+  for (int i = 0; i < st.kv_streams; ++i)
     for (index_t h = 0; h < st.shape.kv_heads; ++h)
       for (index_t s = 0; s < T; ++s) {
-        const float* k = ks[b]->ptr(0, s, h);
-        const float* v = vs[b]->ptr(0, s, h);
-        st.put(st.key(q, b, h, q.pos + s), k, d_k);
-        st.put(st.value(q, b, h, q.pos + s), v, d_v);
+        const float* k = ks[i]->ptr(b, s, h);
+        const float* v = vs[i]->ptr(b, s, h);
+        st.put(st.key(q, i, h, q.pos + s), k, d_k);
+        st.put(st.value(q, i, h, q.pos + s), v, d_v);
       }
 }
 
@@ -243,20 +259,18 @@ void forward_bf16(const DecodeCache::State& st, const DecodeTokens& x, TensorVie
         to_bf16(v.ptr(0, t, h), copies[i].data() + (t * heads + h) * dim, static_cast<size_t>(dim));
     views[i] = contiguous_view(static_cast<const bf16*>(copies[i].data()), 1, T, heads, dim);
   }
-  std::vector<bf16> phi_bufs[2][6];
+  std::vector<bf16> phi_bufs[2][kPhiFields.size()];
   PhiWeights<bf16> phi[2];
   const std::vector<float>* bufs[2] = {st.phi_k_buf, st.phi_v_buf};
-  for (int kind = 0; kind < 2; ++kind) {
-    const bf16* p[6] = {};
-    for (int i = 0; i < 6; ++i) {
+  for (int kind = 0; kind < 2; ++kind)
+    for (PhiField f : kPhiFields) {
+      const auto i = static_cast<std::size_t>(f);
       const std::vector<float>& w = bufs[kind][i];
       if (w.empty()) continue;
       phi_bufs[kind][i].resize(w.size());
       to_bf16(w.data(), phi_bufs[kind][i].data(), w.size());  // exact: already bf16 values
-      p[i] = phi_bufs[kind][i].data();
+      phi_field(phi[kind], f) = phi_bufs[kind][i].data();
     }
-    phi[kind] = {p[0], p[1], p[2], p[3], p[4], p[5]};
-  }
   nsa_forward(st.config, prompt_inputs(st, views, phi[0], phi[1]), out, &saved, pool);
 }
 
@@ -267,6 +281,50 @@ void compress_blocks(DecodeCache::State& st, const DecodeSequence& q, index_t fi
   pool.parallel_tasks((last - first) * H_kv, [&](std::int64_t task, int worker) {
     decode::compress_block(st, q, task % H_kv, first + task / H_kv, st.scratch[static_cast<size_t>(worker)]);
   });
+}
+
+// Appends k >= 2 tokens (token indices 0 .. k-1 of the views) to each of the sequences
+// ids[0..count) as one chunk: every token's K/V is stored and the blocks they complete are
+// compressed first, then the tokens' attention runs in parallel over (sequence, token, kv
+// head). Each token reads only what it sees and splits its keys as a single step would,
+// so the rows equal those of k single steps bitwise. The caller has validated everything.
+void run_chunk(DecodeCache::State& st, const index_t* ids, index_t count, const DecodeTokens& x, index_t k,
+               TensorView<float> out, ThreadPool& pool) {
+  const index_t H_kv = st.shape.kv_heads;
+  std::vector<index_t> first(static_cast<size_t>(count));
+  for (index_t b = 0; b < count; ++b) {
+    DecodeSequence& q = st.seqs[ids[b]];
+    first[b] = q.pos;
+    st.prepare_write(q, q.pos + k);  // the budget was checked for the whole call
+    store_raw(st, q, x, k, b);
+    compress_blocks(st, q, q.num_cmp, st.config.num_cmp_blocks(q.pos + k), pool);
+  }
+  if (st.scratch.size() < static_cast<size_t>(pool.size())) st.scratch.resize(pool.size());
+  const index_t parts = key_parts(pool, count * H_kv);
+  // One TokenWork per worker (a chunk may hold thousands of tokens), its read per worker.
+  std::vector<decode::TokenWork> work(static_cast<size_t>(pool.size()));
+  std::vector<std::int64_t> read(static_cast<size_t>(pool.size()), 0);
+  pool.parallel_tasks(count * k * H_kv, [&](std::int64_t task, int worker) {
+    const index_t b = task / (k * H_kv), tok = task / H_kv % k, h = task % H_kv;
+    decode::TokenWork& w = work[static_cast<size_t>(worker)];
+    DecodeSequence& q = st.seqs[ids[b]];
+    w.q = &q;
+    w.t = first[b] + tok;
+    w.store = false;
+    point_work(st, w, x, b, tok, h, out);
+    run_token(st, w, parts, st.scratch[static_cast<size_t>(worker)]);
+    read[static_cast<size_t>(worker)] += w.read.total();
+    if (tok == k - 1) {  // the sequence's last token: its selection and reads are kept
+      std::copy(w.sel.begin(), w.sel.end(), q.sel.begin() + h * st.config.top_n());
+      q.read[h] = w.read;
+    }
+  });
+  for (std::int64_t r : read) st.total_read += r;
+  for (index_t b = 0; b < count; ++b) {
+    DecodeSequence& q = st.seqs[ids[b]];
+    q.pos += k;
+    q.num_cmp = st.config.num_cmp_blocks(q.pos);
+  }
 }
 
 }  // namespace
@@ -320,7 +378,7 @@ DecodeCache::State::State(const Config& c, const DecodeShape& s, const PhiWeight
   phi_v = copy_phi(c, pv, s.d_v, "phi_v", is_bf16(), phi_v_buf);
   std::uint64_t h = fnv1a64(nullptr, 0);
   for (const auto* bufs : {phi_k_buf, phi_v_buf})
-    for (int i = 0; i < 6; ++i) {
+    for (std::size_t i = 0; i < kPhiFields.size(); ++i) {
       const std::uint64_t n = bufs[i].size();
       h = fnv1a64(&n, sizeof n, h);
       h = fnv1a64(bufs[i].data(), n * sizeof(float), h);
@@ -424,8 +482,11 @@ void DecodeCache::prefill(index_t seq, const DecodeTokens& x, TensorView<float> 
   check_room(st, q, seq, T);
   check_budget(st, st.pages_needed(q, q.pos + T), "prefill");
 
-  if (q.pos > 0) {  // continue a sequence: token by token, the decode path
-    for (index_t tok = 0; tok < T; ++tok) run_step(st, &seq, 1, x, tok, out, pool);
+  if (q.pos > 0) {  // continue a sequence: the decode path, all T tokens as one chunk
+    if (T == 1)
+      run_step(st, &seq, 1, x, 0, out, pool);
+    else
+      run_chunk(st, &seq, 1, x, T, out, pool);
     return;
   }
   NsaSaved<float> saved;
@@ -500,7 +561,10 @@ void DecodeCache::step(const index_t* seqs, index_t count, const DecodeTokens& x
   check_budget(st, pages, "step");
   check_tokens(st, x, count, k, true);
   check_out(st, out, count, k);
-  for (index_t tok = 0; tok < k; ++tok) run_step(st, seqs, count, x, tok, out, pool);
+  if (k == 1)
+    run_step(st, seqs, count, x, 0, out, pool);
+  else
+    run_chunk(st, seqs, count, x, k, out, pool);
 }
 
 void DecodeCache::reset(index_t seq) { state_->init_sequence(state_->sequence(seq, "reset")); }
@@ -566,7 +630,7 @@ DecodeMemory DecodeCache::memory() const {
   m.chunk_bytes = static_cast<std::size_t>(st.chunk_elems * st.elem_bytes);
   std::size_t bytes = sizeof(State);
   for (const auto* bufs : {st.phi_k_buf, st.phi_v_buf})
-    for (int i = 0; i < 6; ++i) bytes += bufs[i].capacity() * sizeof(float);
+    for (std::size_t i = 0; i < kPhiFields.size(); ++i) bytes += bufs[i].capacity() * sizeof(float);
   for (const DecodeSequence& q : st.seqs) {
     m.tokens += q.pos;
     bytes += sizeof(DecodeSequence) + q.pages.capacity() * sizeof(q.pages[0]) +

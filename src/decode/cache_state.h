@@ -56,19 +56,24 @@ struct TokenRow {
   index_t gates_head_stride = 0;
 };
 
-// The work of one (sequence, kv head) in a step, kept across its stages. A step is
-//   begin_token      store K/V of token t, compress the block it completes, copy q,
-//                    list the compressed keys
+// The work of one (sequence, kv head, token t) in a step, kept across its stages:
+//   begin_token      store K/V of token t and compress the block it completes (when
+//                    `store`; a chunk stores all its tokens first), copy q, list the
+//                    compressed keys visible at t
 //   attend_part      one branch over part p of P of its keys          (parallel in p)
 //   select_token     merge the compression parts: o_cmp and the importance, choose the
-//                    top-n blocks, list the selection and window keys
+//                    top-n blocks (into sel, read), list the selection and window keys
 //   attend_part      selection and window, part p of P each           (parallel in p)
 //   finish_token     merge them and write the gated combination
 // With P = 1 the stages run back to back in one task. With more workers than (sequence,
 // kv head) pairs (one long sequence), P > 1 splits each branch's keys across workers.
+// Every stage reads only what token t sees (keys <= t, blocks complete at t), so the
+// tokens of a chunk, stored first, are computed in any order with the same bits.
 struct TokenWork {
   DecodeSequence* q = nullptr;
   index_t h = 0;
+  index_t t = 0;      // the token's position in its sequence
+  bool store = true;  // begin_token stores its K/V (false: stored already)
   TokenRow in;
   float* out = nullptr;  // head g at out + g * out_head_stride
   index_t out_head_stride = 0;
@@ -76,6 +81,8 @@ struct TokenWork {
   std::vector<Segment> segs[kNumBranches];  // each branch's key ranges, in key order
   std::vector<Partial> parts[kNumBranches];  // [P] per branch
   std::vector<float> o[kNumBranches];        // [G, d_v] merged branch outputs
+  std::vector<std::int32_t> sel;             // [top_n] the chosen blocks, ascending, -1 padded
+  TokensRead read;                           // what the token read
 };
 
 }  // namespace decode
@@ -92,8 +99,8 @@ struct DecodeCache::State {
   index_t off_kc = 0, off_vc = 0, chunk_elems = 0;
   float scale = 0.0f;
 
-  // pe, w1, b1, w2, b2, w; in a bf16 cache the bf16-rounded weights (widened).
-  std::vector<float> phi_k_buf[6], phi_v_buf[6];
+  // One buffer per PhiField (nsa/phi_fields.h); in a bf16 cache the bf16-rounded weights (widened).
+  std::vector<float> phi_k_buf[kPhiFields.size()], phi_v_buf[kPhiFields.size()];
   PhiWeights<float> phi_k, phi_v;                 // views of the buffers
   std::uint64_t phi_fingerprint = 0;
 

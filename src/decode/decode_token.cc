@@ -94,16 +94,18 @@ void begin_token(const DecodeCache::State& st, TokenWork& w, index_t parts, Deco
   const Config& config = st.config;
   const index_t G = st.group, d_k = st.shape.d_k, d_v = st.shape.d_v;
   DecodeSequence& q = *w.q;
-  const index_t t = q.pos, h = w.h;
+  const index_t t = w.t, h = w.h;
 
-  // 1. Store K/V of token t (the caller made its chunks writable: prepare_write).
-  for (int b = 0; b < st.kv_streams; ++b) {
-    st.put(st.key(q, b, h, t), w.in.k[b], d_k);
-    st.put(st.value(q, b, h, t), w.in.v[b], d_v);
+  if (w.store) {
+    // 1. Store K/V of token t (the caller made its chunks writable: prepare_write).
+    for (int b = 0; b < st.kv_streams; ++b) {
+      st.put(st.key(q, b, h, t), w.in.k[b], d_k);
+      st.put(st.value(q, b, h, t), w.in.v[b], d_v);
+    }
+    // 2. A compression block completes: phi runs once for it.
+    const index_t l = config.block_len(), d = config.stride();
+    if (t >= l - 1 && (t - l + 1) % d == 0) compress_block(st, q, h, (t - l + 1) / d, s);
   }
-  // 2. A compression block completes: phi runs once for it.
-  const index_t l = config.block_len(), d = config.stride();
-  if (t >= l - 1 && (t - l + 1) % d == 0) compress_block(st, q, h, (t - l + 1) / d, s);
   const index_t visible = config.visible_cmp_blocks(t);
 
   w.qs.resize(static_cast<size_t>(G * d_k));
@@ -139,8 +141,8 @@ void attend_part(const DecodeCache::State& st, TokenWork& w, int branch, index_t
 void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) {
   const Config& config = st.config;
   const index_t G = st.group, d_v = st.shape.d_v, C = st.chunk;
-  DecodeSequence& q = *w.q;
-  const index_t t = q.pos, h = w.h, lp = config.sel_block();
+  const DecodeSequence& q = *w.q;
+  const index_t t = w.t, h = w.h, lp = config.sel_block();
   const index_t visible = total_keys(w.segs[kCmp]);
 
   // 4. o_cmp, and the importance: P[i] = sum over the group of p[g][i];
@@ -152,7 +154,8 @@ void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) 
   st.spread.add(s.imp.data(), 0, visible, s.score.data());
 
   // 5. The selection branch's keys: tokens s <= t of the chosen blocks.
-  std::int32_t* sel = q.sel.data() + h * config.top_n();
+  w.sel.resize(static_cast<size_t>(config.top_n()));
+  std::int32_t* sel = w.sel.data();
   const index_t chosen = choose_blocks(config, t, s.score.data(), s, sel);
   TokensRead read;
   read.cmp = visible;
@@ -174,7 +177,7 @@ void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) 
     read.win += end - s0;
     s0 = end;
   }
-  q.read[h] = read;
+  w.read = read;
 }
 
 void finish_token(const DecodeCache::State& st, TokenWork& w) {
