@@ -144,8 +144,9 @@ class DecodeCache {
 
   // Appends a prompt of T >= 0 tokens (views with B = 1) to sequence `seq` and writes its
   // outputs into out [1, T, H, d_v]. An empty sequence is filled with one nsa_forward call;
-  // a non-empty one token by token (the decode path). All-or-nothing: throws nsa::Error
-  // before changing anything on invalid input.
+  // a non-empty one by the decode path as one chunk (all T tokens stored, then their
+  // attention in parallel over tokens and kv heads), each row bitwise what T one-token
+  // steps give. All-or-nothing: throws nsa::Error before changing anything on invalid input.
   void prefill(index_t seq, const DecodeTokens& prompt, TensorView<float> out, ThreadPool& pool);
 
   // Stores the K/V of T >= 0 tokens (views with B = 1; q and gates are not read) at the end
@@ -157,7 +158,8 @@ class DecodeCache {
   // B = count, T = 1) and writes their outputs into out [count, 1, H, d_v].
   // With T = k > 1 each sequence takes k tokens in one call (the draft tokens of
   // speculative decoding), out [count, k, H, d_v]: token j sees the tokens before it and
-  // makes its own selection, exactly as k steps of one token would; `truncate` then drops
+  // makes its own selection, bitwise as k steps of one token would (run as one chunk, in
+  // parallel over sequences, tokens and kv heads); `truncate` then drops
   // the rejected ones. All-or-nothing like prefill.
   void step(const index_t* seqs, index_t count, const DecodeTokens& tokens, TensorView<float> out,
             ThreadPool& pool);
