@@ -25,6 +25,7 @@
 #include "nsa/thread_pool.h"
 #include "serve/conversation_log.h"
 #include "serve/metrics.h"
+#include "serve/prefix_index.h"
 
 namespace nsa::serve {
 
@@ -151,6 +152,7 @@ struct EngineState {
   mutable std::mutex mu;  // everything below except the scheduler's own fields
   std::condition_variable cv;
   std::map<std::string, std::unique_ptr<Conversation>> convs;
+  PrefixIndex<const Conversation*> prefixes;  // the tokens of idle conversations
   std::deque<std::shared_ptr<Running>> waiting;
   std::vector<index_t> to_release;  // slots of removed conversations (the scheduler resets them)
   int active = 0;                   // waiting + running turns
@@ -195,6 +197,15 @@ struct EngineState {
   void enforce_memory();
   void observe_step(Conversation& c);
   Conversation& new_conversation(const std::string& id);  // under mu
+  // Under mu: the idle conversation sharing the longest prefix with `tokens` (null if none
+  // shares a token), and the prefix's length. Candidates come from `prefixes`; only the
+  // pick's tokens are compared (a hash collision falls back to comparing every one).
+  Conversation* longest_prefix(const std::vector<std::int32_t>& tokens, std::size_t* common);
+  // Under mu: `prefixes` follows c's tokens (idle and usable) or forgets c.
+  void index_prefix(const Conversation& c) {
+    if (c.busy || !c.error.empty()) prefixes.remove(&c);
+    else prefixes.update(&c, c.tokens);
+  }
   std::string path_for(const std::string& id) const {
     return options.state_dir.empty() ? "" : options.state_dir + "/" + id + kLogSuffix;
   }
@@ -254,7 +265,46 @@ void EngineState::list_state_dir() {
     } catch (const std::exception& e) {
       c.error = e.what();
     }
+    index_prefix(c);
   }
+}
+
+Conversation* EngineState::longest_prefix(const std::vector<std::int32_t>& req, std::size_t* common) {
+  auto shared = [&](const Conversation& c, std::size_t from) {
+    const std::size_t n = std::min(c.tokens.size(), req.size());
+    std::size_t p = from;
+    while (p < n && c.tokens[p] == req[p]) ++p;
+    return p;
+  };
+  auto better = [](const Conversation& c, std::size_t p, const Conversation* best, std::size_t best_p) {
+    if (p != best_p) return p > best_p;
+    // Equal prefixes: one that the request extends whole (continued in place, no fork)
+    // first, then the most recently used.
+    const bool whole = p == c.tokens.size(), best_whole = best_p == best->tokens.size();
+    return whole != best_whole ? whole : c.last_used > best->last_used;
+  };
+  Conversation* best = nullptr;
+  std::size_t best_p = 0;
+  prefixes.visit_longest(req, [&](const std::vector<const Conversation*>& holders, std::size_t blocks) {
+    for (const Conversation* h : holders) {
+      Conversation& c = *convs.at(h->id);
+      if (c.busy || !c.error.empty()) continue;
+      const std::size_t p = shared(c, blocks);  // the block prefix is taken as equal here
+      if (!best || better(c, p, best, best_p)) best = &c, best_p = p;
+    }
+    return best != nullptr;
+  });
+  if (best && shared(*best, 0) != best_p) best = nullptr;  // a hash collision: compare all
+  if (!best) {
+    // Nothing indexed shares a whole block (or a collision): every idle conversation.
+    for (auto& [id, c] : convs) {
+      if (c->busy || !c->error.empty()) continue;
+      const std::size_t p = shared(*c, 0);
+      if (p > 0 && (!best || better(*c, p, best, best_p))) best = c.get(), best_p = p;
+    }
+  }
+  *common = best_p;
+  return best;
 }
 
 Conversation& EngineState::new_conversation(const std::string& id) {
@@ -351,7 +401,10 @@ void EngineState::evict(Conversation& c) {
   c.slot = -1;
   ++evicted_total;
   // Without a state folder nothing could bring it back: it is forgotten.
-  if (c.path.empty()) convs.erase(c.id);
+  if (c.path.empty()) {
+    prefixes.remove(&c);
+    convs.erase(c.id);
+  }
 }
 
 void EngineState::make_resident(Conversation& c, const Conversation* keep) {
@@ -421,16 +474,7 @@ void EngineState::start(const std::shared_ptr<Running>& rp) {
     std::size_t common = 0;
     {
       std::lock_guard<std::mutex> lock(mu);
-      for (auto& [id, c] : convs) {
-        if (c->busy || !c->error.empty()) continue;
-        const std::size_t n = std::min(c->tokens.size(), req.size());
-        std::size_t p = 0;
-        while (p < n && c->tokens[p] == req[p]) ++p;
-        if (p > common) {
-          common = p;
-          best = c.get();
-        }
-      }
+      best = longest_prefix(req, &common);
       if (best) best->busy = true;  // held while it is continued or forked
     }
     if (best && common == best->tokens.size()) {
@@ -475,13 +519,17 @@ void EngineState::start(const std::shared_ptr<Running>& rp) {
         if (!best) make_resident(*conv, nullptr);
       } catch (...) {
         std::lock_guard<std::mutex> lock(mu);
-        if (best) best->busy = false;
+        if (best) {
+          best->busy = false;
+          index_prefix(*best);
+        }
         throw;
       }
       std::lock_guard<std::mutex> lock(mu);
       if (best) {
         best->busy = false;
         best->last_used = ++clock;
+        index_prefix(*best);
       }
     }
     reused = static_cast<std::int64_t>(common);
@@ -701,6 +749,7 @@ void EngineState::finish(Running& r, const std::string& reason, int status, cons
     if (c) {
       c->busy = false;
       c->last_used = ++clock;
+      index_prefix(*c);
     }
     --active;
     ++turns_total;
@@ -817,6 +866,7 @@ void Engine::remove(const std::string& id) {
   if (it->second->busy) throw RequestError(409, "conversation " + id + " has a turn running");
   if (it->second->slot >= 0) s.to_release.push_back(it->second->slot);
   if (!it->second->path.empty()) std::remove(it->second->path.c_str());
+  s.prefixes.remove(it->second.get());
   s.convs.erase(it);
   s.cv.notify_all();
 }

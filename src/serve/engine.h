@@ -9,7 +9,8 @@
 //     conversation whose tokens share the longest prefix with the request is continued in
 //     place when the request extends all of it, or forked at the common prefix (its pages
 //     shared, a new conversation) when they part earlier; with no common prefix, a new one.
-//     Either way only the tokens past the common prefix are prefilled.
+//     Either way only the tokens past the common prefix are prefilled. The candidates
+//     come from a PrefixIndex of the idle conversations (serve/prefix_index.h).
 // Scheduling: each loop of the scheduler starts the waiting turns (prefill, first token),
 // then runs one batched Generator::step for every turn that is decoding.
 // Persistence (state_dir): every conversation has a log (conversation_log.h). A turn counts

@@ -102,6 +102,32 @@ TEST_F(EngineTest, ResentHistoryPrefillsOnlyTheNewTokens) {
   EXPECT_GE(t4->reused_tokens(), static_cast<std::int64_t>(history.size() + r2.size()) - 1);
 }
 
+// The prefix index (serve/prefix_index.h) holds what the state folder brought back, and
+// forgets a deleted conversation: a resent history continues the restored conversation,
+// and after its deletion starts a new one.
+TEST_F(EngineTest, PrefixReuseFindsRestoredAndForgetsDeletedConversations) {
+  TempDir state;
+  const std::string first = render_chat({{"user", "Who made the heaven and the earth?"}});
+  std::string id, reply;
+  {
+    Engine engine(options(state.path));
+    auto t = engine.submit(turn(first, 20));
+    reply = t->wait();
+    id = t->conversation();
+  }
+  Engine engine(options(state.path));
+  const std::string history = first + reply + "\nUser: And the sea?\nAssistant:";
+  auto t2 = engine.submit(turn(history, 4));
+  t2->wait();
+  EXPECT_EQ(t2->conversation(), id);
+  EXPECT_EQ(t2->reused_tokens(), static_cast<std::int64_t>(first.size() + reply.size()) - 1);
+  engine.remove(id);
+  auto t3 = engine.submit(turn(history, 4));
+  t3->wait();
+  EXPECT_EQ(t3->reused_tokens(), 0);  // a new conversation (its id may be the freed one)
+  EXPECT_EQ(engine.conversations().size(), 1u);
+}
+
 TEST_F(EngineTest, ConcurrentTurnsAreBatchedAndEachGetsItsOwnReply) {
   Engine engine(options());
   const int n = 8;
