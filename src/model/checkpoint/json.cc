@@ -15,24 +15,19 @@ Json parse(std::string_view text, int max_depth) {
   // the depth of its object: keys[d] holds the keys seen so far in the open object whose
   // keys sit at depth d (one hash set per open object: linear, not a scan per key).
   std::vector<std::unordered_set<std::string>> keys;
-  std::string refused;  // why the callback stopped the parse
   const auto check = [&](int depth, Json::parse_event_t event, Json& parsed) {
     const auto d = static_cast<std::size_t>(depth);
     if (event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) {
-      if (depth >= max_depth) {
-        refused = "nesting deeper than " + std::to_string(max_depth) + " levels";
-        throw std::runtime_error(refused);
-      }
+      // ParseError is no nlohmann exception: it leaves the parse past the catches below.
+      if (depth >= max_depth)
+        throw ParseError("JSON error: nesting deeper than " + std::to_string(max_depth) + " levels");
       if (event == Json::parse_event_t::object_start) {
         if (keys.size() < d + 2) keys.resize(d + 2);
         keys[d + 1].clear();
       }
     } else if (event == Json::parse_event_t::key) {
       const std::string& key = parsed.get_ref<const std::string&>();
-      if (!keys[d].insert(key).second) {
-        refused = "duplicate key \"" + key + "\"";
-        throw std::runtime_error(refused);
-      }
+      if (!keys[d].insert(key).second) throw ParseError("JSON error: duplicate key \"" + key + "\"");
     }
     return true;
   };
@@ -50,9 +45,6 @@ Json parse(std::string_view text, int max_depth) {
     const std::size_t bracket = what.find("] ");
     if (bracket != std::string::npos) what = what.substr(bracket + 2);
     throw ParseError("JSON error: " + what);
-  } catch (const std::runtime_error&) {
-    if (refused.empty()) throw;
-    throw ParseError("JSON error: " + refused);
   }
 }
 
