@@ -152,7 +152,7 @@ struct EngineState {
   mutable std::mutex mu;  // everything below except the scheduler's own fields
   std::condition_variable cv;
   std::map<std::string, std::unique_ptr<Conversation>> convs;
-  PrefixIndex<const Conversation*> prefixes;  // the tokens of idle conversations
+  PrefixIndex<Conversation*> prefixes;  // the tokens of idle conversations
   std::deque<std::shared_ptr<Running>> waiting;
   std::vector<index_t> to_release;  // slots of removed conversations (the scheduler resets them)
   int active = 0;                   // waiting + running turns
@@ -202,7 +202,7 @@ struct EngineState {
   // pick's tokens are compared (a hash collision falls back to comparing every one).
   Conversation* longest_prefix(const std::vector<std::int32_t>& tokens, std::size_t* common);
   // Under mu: `prefixes` follows c's tokens (idle and usable) or forgets c.
-  void index_prefix(const Conversation& c) {
+  void index_prefix(Conversation& c) {
     if (c.busy || !c.error.empty()) prefixes.remove(&c);
     else prefixes.update(&c, c.tokens);
   }
@@ -285,9 +285,9 @@ Conversation* EngineState::longest_prefix(const std::vector<std::int32_t>& req, 
   };
   Conversation* best = nullptr;
   std::size_t best_p = 0;
-  prefixes.visit_longest(req, [&](const std::vector<const Conversation*>& holders, std::size_t blocks) {
-    for (const Conversation* h : holders) {
-      Conversation& c = *convs.at(h->id);
+  prefixes.visit_longest(req, [&](const std::vector<Conversation*>& holders, std::size_t blocks) {
+    for (Conversation* h : holders) {
+      Conversation& c = *h;
       if (c.busy || !c.error.empty()) continue;
       const std::size_t p = shared(c, blocks);  // the block prefix is taken as equal here
       if (!best || better(c, p, best, best_p)) best = &c, best_p = p;
