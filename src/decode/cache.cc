@@ -133,6 +133,21 @@ void run_token(const DecodeCache::State& st, decode::TokenWork& w, index_t parts
   decode::finish_token(st, w);
 }
 
+// The sequence's selection and tokens read become those of w's token (its latest).
+void keep_selection(const DecodeCache::State& st, const decode::TokenWork& w) {
+  std::copy(w.sel.begin(), w.sel.end(), w.q->sel.begin() + w.h * st.config.top_n());
+  w.q->read[w.h] = w.read;
+}
+
+// The sequences ids[0..count) advance by k tokens (their compressed blocks follow).
+void advance(DecodeCache::State& st, const index_t* ids, index_t count, index_t k) {
+  for (index_t b = 0; b < count; ++b) {
+    DecodeSequence& q = st.seqs[ids[b]];
+    q.pos += k;
+    q.num_cmp = st.config.num_cmp_blocks(q.pos);
+  }
+}
+
 // Runs the decode step of token index `tok` of the views for the sequences ids[0..count)
 // (sequence b's inputs at batch item b). The caller has validated everything.
 void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const DecodeTokens& x,
@@ -186,16 +201,10 @@ void run_step(DecodeCache::State& st, const index_t* ids, index_t count, const D
     pool.parallel_tasks(tasks, [&](std::int64_t task, int) { decode::finish_token(st, work(task)); });
   }
   for (index_t task = 0; task < tasks; ++task) {
-    const decode::TokenWork& w = work(task);
-    std::copy(w.sel.begin(), w.sel.end(), w.q->sel.begin() + w.h * st.config.top_n());
-    w.q->read[w.h] = w.read;
-    st.total_read += w.read.total();
+    keep_selection(st, work(task));
+    st.total_read += work(task).read.total();
   }
-  for (index_t b = 0; b < count; ++b) {
-    DecodeSequence& q = st.seqs[ids[b]];
-    ++q.pos;
-    q.num_cmp = st.config.num_cmp_blocks(q.pos);
-  }
+  advance(st, ids, count, 1);
 }
 
 // Copies tokens [0, T) of batch item b of the raw views into sequence q at positions
@@ -314,17 +323,10 @@ void run_chunk(DecodeCache::State& st, const index_t* ids, index_t count, const 
     point_work(st, w, x, b, tok, h, out);
     run_token(st, w, parts, st.scratch[static_cast<size_t>(worker)]);
     read[static_cast<size_t>(worker)] += w.read.total();
-    if (tok == k - 1) {  // the sequence's last token: its selection and reads are kept
-      std::copy(w.sel.begin(), w.sel.end(), q.sel.begin() + h * st.config.top_n());
-      q.read[h] = w.read;
-    }
+    if (tok == k - 1) keep_selection(st, w);  // the sequence's last token
   });
   for (std::int64_t r : read) st.total_read += r;
-  for (index_t b = 0; b < count; ++b) {
-    DecodeSequence& q = st.seqs[ids[b]];
-    q.pos += k;
-    q.num_cmp = st.config.num_cmp_blocks(q.pos);
-  }
+  advance(st, ids, count, k);
 }
 
 }  // namespace
