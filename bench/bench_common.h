@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "nsa/nsa.h"
+#include "testing/random_problem.h"
 
 namespace nsa::bench {
 
@@ -29,27 +30,14 @@ inline std::vector<float> random_vector(std::mt19937& rng, index_t n, float scal
   return v;
 }
 
-// The scale of phi field f's random values for block length l and mlp width `hidden`:
-// matrices by 1/sqrt(fan_in) so that compressed keys stay O(1), pe and biases O(1).
-inline float phi_field_scale(PhiField f, index_t l, index_t dim, index_t hidden) {
-  switch (f) {
-    case PhiField::pe: return 0.5f;
-    case PhiField::b1:
-    case PhiField::b2: return 0.1f;
-    case PhiField::w2: return 1.0f / std::sqrt(static_cast<float>(hidden));
-    case PhiField::w1:
-    case PhiField::w: break;
-  }
-  return 1.0f / std::sqrt(static_cast<float>(l * dim));
-}
-
 // Random mlp phi weights for head dim `dim` in p[kPhiFields.size()] (one vector per PhiField;
 // the fields mlp does not use stay empty).
 inline void fill_phi(std::mt19937& rng, const Config& c, index_t dim, std::vector<float>* p) {
   const index_t l = c.block_len(), hidden = c.phi_hidden_for(dim);
   for (PhiField f : kPhiFields)
     if (phi_field_used(PhiKind::mlp, f))
-      p[static_cast<int>(f)] = random_vector(rng, phi_field_size(f, l, dim, hidden), phi_field_scale(f, l, dim, hidden));
+      p[static_cast<int>(f)] = random_vector(rng, phi_field_size(f, l, dim, hidden),
+                                                 static_cast<float>(testing::phi_field_scale(f, l, dim, hidden)));
 }
 
 // The phi weights (or their gradients) held in p[kPhiFields.size()]; empty fields are null.

@@ -54,6 +54,12 @@ inline std::vector<index_t> phi_field_shape(PhiField f, index_t l, index_t dim, 
   return {};
 }
 
+// Whether field f is a linear map (w1, w2, w: [out, in], applied to a vector of its
+// shape's second size) rather than an added vector (pe, b1, b2).
+constexpr bool phi_field_is_matrix(PhiField f) {
+  return f == PhiField::w1 || f == PhiField::w2 || f == PhiField::w;
+}
+
 // Elements of field f (the product of its shape).
 inline index_t phi_field_size(PhiField f, index_t l, index_t dim, index_t hidden) {
   index_t n = 1;

@@ -49,8 +49,7 @@ ModelLayout::ModelLayout(const ModelConfig& c) : config_(c) {
         for (PhiField f : kPhiFields) {
           if (!phi_field_used(c.nsa.phi, f)) continue;
           const std::vector<std::int64_t> shape = phi_field_shape(f, l, dim, op.phi_hidden_for(dim));
-          const bool decayed = f == PhiField::w1 || f == PhiField::w2 || f == PhiField::w;
-          if (decayed)
+          if (phi_field_is_matrix(f))
             add(q + phi_field_name(f), shape, true, fan_in(shape[1]));
           else
             add(q + phi_field_name(f), shape, false, zeros);

@@ -26,19 +26,8 @@ std::vector<float> round_to_f32(std::vector<double>& v) {
 
 void fill_phi(std::mt19937_64& rng, const Config& config, index_t dim, PhiBuffers<double>& p) {
   const index_t l = config.block_len(), hidden = config.phi_hidden_for(dim);
-  // Standard deviations: the matrices by 1/sqrt(fan_in), pe and biases O(1).
-  auto sd = [&](PhiField f) {
-    switch (f) {
-      case PhiField::pe: return 0.5;
-      case PhiField::b1:
-      case PhiField::b2: return 0.1;
-      case PhiField::w2: return 1.0 / std::sqrt(static_cast<double>(hidden));
-      case PhiField::w1:
-      case PhiField::w: break;
-    }
-    return 1.0 / std::sqrt(static_cast<double>(l * dim));
-  };
-  for (PhiField f : kPhiFields) phi_field(p, f) = normal(rng, phi_field_size(f, l, dim, hidden), sd(f));
+  for (PhiField f : kPhiFields)
+    phi_field(p, f) = normal(rng, phi_field_size(f, l, dim, hidden), phi_field_scale(f, l, dim, hidden));
 }
 
 PhiBuffers<float> round_phi(PhiBuffers<double>& p) {
@@ -59,6 +48,12 @@ TensorView<const T> view(const std::vector<T>& v, const ProblemShape& s, index_t
 }
 
 }  // namespace
+
+double phi_field_scale(PhiField f, index_t l, index_t dim, index_t hidden) {
+  if (phi_field_is_matrix(f))
+    return 1.0 / std::sqrt(static_cast<double>(phi_field_shape(f, l, dim, hidden)[1]));
+  return f == PhiField::pe ? 0.5 : 0.1;
+}
 
 std::string ProblemShape::describe() const {
   std::ostringstream o;

@@ -25,6 +25,11 @@ struct ProblemShape {
   std::string describe() const;
 };
 
+// The standard deviation of phi field f's random values (block length l, head dim `dim`,
+// mlp width `hidden`): the matrices by 1/sqrt(fan_in) so that compressed keys stay O(1),
+// pe 0.5 and the biases 0.1. The test problems, the micro-benchmarks and `nsa bench` use it.
+double phi_field_scale(PhiField f, index_t l, index_t dim, index_t hidden);
+
 // Every PhiField (nsa/phi_fields.h), whatever the kind uses.
 template <class T>
 struct PhiBuffers {

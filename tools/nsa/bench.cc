@@ -75,6 +75,7 @@
 #include "nsa/error.h"
 #include "nsa/nsa.h"
 #include "plot/line_chart.h"
+#include "testing/random_problem.h"
 #include "plot/png.h"
 
 namespace nsa::cli {
@@ -183,19 +184,13 @@ struct BenchData {
     fill_phi(config, d_v, phi_v, 20);
   }
 
-  // The mlp's fields, uniform with unit-variance scale: the matrices by 1/sqrt(fan_in).
+  // The mlp's fields at the test problems' scales (testing::phi_field_scale), the matrices'
+  // uniform draws widened to unit variance.
   static void fill_phi(const Config& c, index_t dim, std::vector<float>* p, std::uint64_t seed) {
     const index_t l = c.block_len(), hidden = c.phi_hidden_for(dim);
     auto scale = [&](PhiField f) {
-      switch (f) {
-        case PhiField::pe: return 0.5f;
-        case PhiField::b1:
-        case PhiField::b2: return 0.1f;
-        case PhiField::w2: return 1.732f / std::sqrt(static_cast<float>(hidden));
-        case PhiField::w1:
-        case PhiField::w: break;
-      }
-      return 1.732f / std::sqrt(static_cast<float>(l * dim));
+      const auto s = static_cast<float>(testing::phi_field_scale(f, l, dim, hidden));
+      return phi_field_is_matrix(f) ? 1.732f * s : s;
     };
     for (PhiField f : kPhiFields)
       if (phi_field_used(PhiKind::mlp, f))
