@@ -8,6 +8,11 @@ length (the first context of its eval) and beyond the window at 2x / 4x / 8x it,
 RESULTS_DIR/eval_RUN.json; the last text validation loss and the mean MQAR training
 accuracy of the last 50 MQAR steps from RUNS_DIR/RUN/loss.csv; the wall time from
 RUNS_DIR/RUN.time. Prints a Markdown table.
+
+    scripts/recall_summary.py --reaches SOURCE_RUN_DIR RESULTS_DIR RUNS_DIR RUN ...
+
+For conversions: the first validation step at which each RUN's text validation loss is at
+or below the last one of the model it was converted from (SOURCE_RUN_DIR/loss.csv).
 """
 import csv
 import json
@@ -40,7 +45,31 @@ def from_loss_csv(path):
     return val, (sum(tail) / len(tail) if tail else None)
 
 
+def val_losses(path):
+    """[(step, text validation loss)] of a loss.csv, in order."""
+    with open(path) as f:
+        return [(int(r["step"]), float(r["val_loss"])) for r in csv.DictReader(f) if r["val_loss"]]
+
+
+def reaches(source, runs, names):
+    target = val_losses(os.path.join(source, "loss.csv"))[-1][1]
+    print(f"source {os.path.basename(source)}: last text validation loss {target:.4f}")
+    print()
+    print("| run | first step at or below it | its loss there | loss at the last step |")
+    print("|---|---|---|---|")
+    for name in names:
+        curve = val_losses(os.path.join(runs, name, "loss.csv"))
+        hit = next(((s, v) for s, v in curve if v <= target), None)
+        first = "not reached" if hit is None else f"{hit[0]} | {hit[1]:.4f}"
+        if hit is None:
+            first += " | -"
+        print(f"| {name} | {first} | {curve[-1][1]:.4f} (step {curve[-1][0]}) |")
+
+
 def main():
+    if sys.argv[1] == "--reaches":
+        reaches(sys.argv[2], sys.argv[4], sys.argv[5:])
+        return
     results, runs, names = sys.argv[1], sys.argv[2], sys.argv[3:]
     print("| run | beyond w, 1x | within w, 1x | beyond w, 2x | 4x | 8x | train acc (last 50 MQAR steps) "
           "| text val loss | wall |")
