@@ -186,17 +186,14 @@ void attend_rows(const float* q, float scale, index_t group, index_t d_k, index_
 }
 
 void attend_partial(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
-                    CacheStorage storage, const Segment* segs, index_t nsegs, float* m, float* l,
-                    float* acc, std::vector<float>* probs) {
+                    CacheStorage storage, const Segment* segs, index_t nsegs, cpu::SoftmaxState& state,
+                    std::vector<float>* probs) {
   index_t n = 0;
   for (index_t s = 0; s < nsegs; ++s) n += segs[s].count;
   if (probs != nullptr) probs->resize(static_cast<size_t>(group * n));
-  if (n == 0) {
-    std::fill(acc, acc + group * d_v, 0.0f);
-    std::fill(m, m + group, -std::numeric_limits<float>::infinity());
-    std::fill(l, l + group, 0.0f);
-    return;
-  }
+  state.reset(group, d_v);
+  if (n == 0) return;
+  float *m = state.m.data(), *l = state.l.data(), *acc = state.acc.data();
   const AttendPath path = attend_path();
   if (path == AttendPath::lanes || (path == AttendPath::automatic && group >= kLanesMinGroup)) {
     attend_lanes(q, scale, group, d_k, d_v, storage, segs, nsegs, m, l, acc, probs ? probs->data() : nullptr, n);

@@ -131,16 +131,13 @@ void attend_part(const DecodeCache::State& st, TokenWork& w, int branch, index_t
   std::vector<Segment> mine;
   slice(segs, k0, k1, mine, d_k, d_v, st.elem_bytes);
   pt.keys = k1 - k0;
-  pt.m.resize(static_cast<size_t>(G));
-  pt.l.resize(static_cast<size_t>(G));
-  pt.acc.resize(static_cast<size_t>(G * d_v));
-  attend_partial(w.qs.data(), st.scale, G, d_k, d_v, st.shape.storage, mine.data(), static_cast<index_t>(mine.size()), pt.m.data(),
-                 pt.l.data(), pt.acc.data(), branch == kCmp ? &pt.probs : nullptr);
+  attend_partial(w.qs.data(), st.scale, G, d_k, d_v, st.shape.storage, mine.data(), static_cast<index_t>(mine.size()),
+                 pt.state, branch == kCmp ? &pt.probs : nullptr);
 }
 
 void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) {
   const Config& config = st.config;
-  const index_t G = st.group, d_v = st.shape.d_v, C = st.chunk;
+  const index_t C = st.chunk;
   const DecodeSequence& q = *w.q;
   const index_t t = w.t, h = w.h, lp = config.sel_block();
   const index_t visible = total_keys(w.segs[kCmp]);
@@ -148,7 +145,7 @@ void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) 
   // 4. o_cmp, and the importance: P[i] = sum over the group of p[g][i];
   //    S[j] = sum_i P[i] overlap(i, j) / d.
   s.imp.assign(static_cast<size_t>(visible), 0.0f);
-  merge_partials(w.parts[kCmp], G, d_v, w.o[kCmp].data(), s.imp.data());
+  merge_partials(w.parts[kCmp], w.o[kCmp].data(), s.imp.data());
   const index_t candidates = t / lp + 1;
   s.score.assign(static_cast<size_t>(candidates), 0.0f);
   st.spread.add(s.imp.data(), 0, visible, s.score.data());
@@ -182,8 +179,8 @@ void select_token(const DecodeCache::State& st, TokenWork& w, DecodeScratch& s) 
 
 void finish_token(const DecodeCache::State& st, TokenWork& w) {
   const index_t G = st.group, d_v = st.shape.d_v;
-  merge_partials(w.parts[kSlc], G, d_v, w.o[kSlc].data(), nullptr);
-  merge_partials(w.parts[kWin], G, d_v, w.o[kWin].data(), nullptr);
+  merge_partials(w.parts[kSlc], w.o[kSlc].data(), nullptr);
+  merge_partials(w.parts[kWin], w.o[kWin].data(), nullptr);
   // 7. Gated combine.
   for (index_t g = 0; g < G; ++g) {
     const float* in_gate = w.in.gates + g * w.in.gates_head_stride;

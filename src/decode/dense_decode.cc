@@ -57,11 +57,8 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
       decode::attend_heads(qs.data(), kv_heads, G, d_k, d_v, storage, k, v, t0, std::max(t0, t1), states.data());
       for (index_t h = 0; h < kv_heads; ++h) {
         decode::Partial& pt = parts[static_cast<size_t>(h)][static_cast<size_t>(sp)];
-        cpu::SoftmaxState& st = states[static_cast<size_t>(h)];
         pt.keys = std::max<index_t>(0, t1 - t0);
-        pt.m = std::move(st.m);
-        pt.l = std::move(st.l);
-        pt.acc = std::move(st.acc);
+        pt.state = std::move(states[static_cast<size_t>(h)]);
       }
     });
   } else {
@@ -75,15 +72,11 @@ void dense_decode(const float* q, const E* k, const E* v, index_t tokens, index_
                                 kv_heads * d_k, kv_heads * d_v};
       decode::Partial& pt = parts[static_cast<size_t>(h)][static_cast<size_t>(sp)];
       pt.keys = std::max<index_t>(0, t1 - t0);
-      pt.m.resize(static_cast<size_t>(G));
-      pt.l.resize(static_cast<size_t>(G));
-      pt.acc.resize(static_cast<size_t>(G * d_v));
-      decode::attend_partial(q + h * G * d_k, s, G, d_k, d_v, storage, &seg, 1, pt.m.data(), pt.l.data(),
-                             pt.acc.data(), nullptr);
+      decode::attend_partial(q + h * G * d_k, s, G, d_k, d_v, storage, &seg, 1, pt.state, nullptr);
     });
   }
   for (index_t h = 0; h < kv_heads; ++h)
-    decode::merge_partials(parts[static_cast<size_t>(h)], G, d_v, out + h * G * d_v, nullptr);
+    decode::merge_partials(parts[static_cast<size_t>(h)], out + h * G * d_v, nullptr);
 }
 
 }  // namespace

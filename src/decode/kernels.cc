@@ -30,28 +30,25 @@ inline void axpy(float a, const float* __restrict x, float* __restrict y, index_
 
 }  // namespace
 
-void merge_partials(const std::vector<Partial>& parts, index_t G, index_t d_v, float* o, float* imp) {
+void merge_partials(const std::vector<Partial>& parts, float* o, float* imp) {
+  const index_t n = static_cast<index_t>(parts.size());
+  std::vector<const cpu::SoftmaxState*> states(parts.size());
+  for (index_t p = 0; p < n; ++p) states[static_cast<size_t>(p)] = &parts[static_cast<size_t>(p)].state;
+  if (imp == nullptr) {
+    cpu::merge_states(states.data(), n, o, nullptr);
+    return;
+  }
+  const index_t G = n > 0 ? parts[0].state.rows : 0;
+  std::vector<float> weight(static_cast<size_t>(n * G));
+  cpu::merge_states(states.data(), n, o, weight.data());
   for (index_t g = 0; g < G; ++g) {
-    float mx = -std::numeric_limits<float>::infinity();
-    for (const Partial& pt : parts)
-      if (pt.keys > 0) mx = std::max(mx, pt.m[g]);
-    float* og = o + g * d_v;
-    std::fill(og, og + d_v, 0.0f);
-    if (mx == -std::numeric_limits<float>::infinity()) continue;
-    float total = 0.0f;
-    for (const Partial& pt : parts)
-      if (pt.keys > 0) total += std::exp(pt.m[g] - mx) * pt.l[g];
-    const float inv = 1.0f / total;
     index_t key0 = 0;
-    for (const Partial& pt : parts) {
-      if (pt.keys > 0) {
-        const float w = std::exp(pt.m[g] - mx) * inv;  // part's weight, normalised
-        const float* a = pt.acc.data() + g * d_v;
-        for (index_t c = 0; c < d_v; ++c) og[c] += w * a[c];
-        if (imp != nullptr) {
-          const float* pr = pt.probs.data() + g * pt.keys;
-          for (index_t i = 0; i < pt.keys; ++i) imp[key0 + i] += w * pr[i];
-        }
+    for (index_t p = 0; p < n; ++p) {
+      const Partial& pt = parts[static_cast<size_t>(p)];
+      const float w = weight[static_cast<size_t>(p * G + g)];
+      if (w != 0.0f) {
+        const float* pr = pt.probs.data() + g * pt.keys;
+        for (index_t i = 0; i < pt.keys; ++i) imp[key0 + i] += w * pr[i];
       }
       key0 += pt.keys;
     }

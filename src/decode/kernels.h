@@ -33,18 +33,20 @@ struct Segment {
   index_t ldv(index_t d_v) const { return v_stride ? v_stride : d_v; }
 };
 
-// The unnormalised form (flash attention's state) of the G rows q [G, d_k] (fp32, not yet
-// scaled) against the keys of the segments, scores scale * q.k: m [G] the max score, l [G]
-// the sum of exp(score - m), acc [G, d_v] the sum of exp(score - m) v, and when probs is
-// not null *probs [G, n] the exp(score - m). With no key: m = -inf, l = 0, acc = 0. Keys
+// The online-softmax state (cpu::SoftmaxState, reset here to G rows of d_v) of the G rows
+// q [G, d_k] (fp32, not yet scaled) against the keys of the segments, scores scale * q.k:
+// m [G] the max score, l [G] the sum of exp(score - m), acc [G, d_v] the sum of
+// exp(score - m) v, and when probs is not null *probs [G, n] the exp(score - m). With no
+// key: m = -inf, l = 0, acc = 0 (the reset state). Keys
 // and values are `storage` elements; bf16 ones go through vdpbf16ps where the CPU has it
 // (q, and on the row kernel the probabilities of P V, rounded to bf16, as in the bf16
 // forward), else are widened to fp32. The kernel is chosen by attend_path().
 void attend_partial(const float* q, float scale, index_t group, index_t d_k, index_t d_v,
-                    CacheStorage storage, const Segment* segs, index_t nsegs, float* m, float* l,
-                    float* acc, std::vector<float>* probs);
+                    CacheStorage storage, const Segment* segs, index_t nsegs, cpu::SoftmaxState& state,
+                    std::vector<float>* probs);
 
-// The two kernels of attend_partial (same arguments; probs [G, n] or null):
+// The two kernels of attend_partial (its arguments, the state as m, l, acc; probs [G, n] or
+// null):
 //   rows   attend.cc: each chunk of keys transposed, the G rows against it (any G);
 //   lanes  attend_lanes.cc: the heads as vector lanes, keys not transposed (G >= 8).
 void attend_rows(const float* q, float scale, index_t group, index_t d_k, index_t d_v, CacheStorage storage,
@@ -68,17 +70,18 @@ inline constexpr index_t kLanesMinGroup = 8;
 void set_attend_path(AttendPath path);
 AttendPath attend_path();
 
-// attend_partial's state for one slice of a longer key list: m [G], l [G], acc [G, d_v],
-// probs [G, keys] = exp(score - m).
+// attend_partial's result for one slice of a longer key list: its online-softmax state
+// (G rows of d_v) and, for the compression branch, probs [G, keys] = exp(score - m).
 struct Partial {
   index_t keys = 0;
-  std::vector<float> m, l, acc, probs;
+  cpu::SoftmaxState state;
+  std::vector<float> probs;
 };
 
-// Merges the partial states of consecutive slices of one key list into o [G, d_v], the
-// softmax average over all their keys. imp (may be null) [total keys]: += the normalised
-// probabilities summed over the G rows, in key order. A row that saw no key gets o = 0.
-void merge_partials(const std::vector<Partial>& parts, index_t G, index_t d_v, float* o, float* imp);
+// Merges the partial states of consecutive slices of one key list (cpu::merge_states)
+// into o [G, d_v], the softmax average over all their keys. imp (may be null) [total
+// keys]: += the normalised probabilities summed over the G rows, in key order.
+void merge_partials(const std::vector<Partial>& parts, float* o, float* imp);
 
 // phi of one block: block [l, dim] (raw rows) -> out [dim]. scratch is resized as needed.
 void phi_block(const Config& config, const PhiWeights<float>& w, index_t dim, const float* block,
