@@ -9,8 +9,9 @@
 // evict each other between the products, and the prefetchers see H_kv strided streams.
 // On a Zen 3 core, T = 32768, one thread: 8 / 8 / 128 (G = 8) 184-230 ns per kv head and
 // key with the copy against 218-342 without, G = 4 166-189 against 188-257, 16 / 16 / 64
-// 65-78 against 74-86; a software prefetch of the next chunk made each slower. Highway,
-// compiled per x86 target and dispatched at run time.
+// 65-78 against 74-86; a software prefetch of the next chunk made each slower. Two threads,
+// T = 65536: bench/results/decode_packed_zen3.txt. Highway, compiled per x86 target and
+// dispatched at run time.
 #include <algorithm>
 #include <vector>
 

@@ -3,13 +3,15 @@
 // Two schedules, both merging the key splits of a kv head with the usual log-sum-exp
 // rescaling (merge_partials); the split count depends only on T and the pool size:
 //   heads  H_kv > 1: a task is a key split of every kv head at once (attend_heads), so
-//          the cache is read in memory order. At llama3-8b's shape (32 / 8 / 128) on a
-//          2-core Zen 3 this took the step from 24 to ~9 ms at T = 16384.
-//          bf16 caches widen to fp32 as read, also where the CPU has vdpbf16ps (which
-//          issues at a quarter of the FMA rate on an Emerald Rapids Xeon): there, at
-//          T = 65536, the groups schedule on the pairs kernels took 35.9 / 66.9 / 44.2 ms
-//          at llama3-8b / llama3-70b / MHA shapes (22-42% of the DRAM bandwidth), this
-//          one 30.8 / 29.5 / 26.0 ms (bench/results/decode_heads16_intel_emr.txt).
+//          the cache is read in memory order, chunk by chunk, each chunk copied into one
+//          contiguous fp32 block per kv head (bf16 widened there). At llama3-8b's shape
+//          (32 / 8 / 128) on a 2-core Zen 3 reading in memory order took the step from 24
+//          to ~9 ms at T = 16384; the copy took qwen2.5-7b's (28 / 4) from 36-42 to 27-30 ms
+//          and MHA's from 46-58 to 41-46 ms at T = 65536
+//          (bench/results/decode_packed_zen3.txt). On an Emerald Rapids Xeon, where
+//          vdpbf16ps issues at a quarter of the FMA rate, bf16 widened beat the pairs
+//          kernels of the groups schedule at every preset shape
+//          (bench/results/decode_heads16_intel_emr.txt, before the copy).
 //   groups H_kv = 1: a task is (kv head, key split), attend_partial on one strided
 //          segment.
 #include <algorithm>
