@@ -32,14 +32,16 @@ inline void axpy(float a, const float* __restrict x, float* __restrict y, index_
 
 void merge_partials(const std::vector<Partial>& parts, float* o, float* imp) {
   const index_t n = static_cast<index_t>(parts.size());
-  std::vector<const cpu::SoftmaxState*> states(parts.size());
+  thread_local std::vector<const cpu::SoftmaxState*> states;  // no allocation per step
+  thread_local std::vector<float> weight;
+  states.resize(parts.size());
   for (index_t p = 0; p < n; ++p) states[static_cast<size_t>(p)] = &parts[static_cast<size_t>(p)].state;
   if (imp == nullptr) {
     cpu::merge_states(states.data(), n, o, nullptr);
     return;
   }
   const index_t G = n > 0 ? parts[0].state.rows : 0;
-  std::vector<float> weight(static_cast<size_t>(n * G));
+  weight.resize(static_cast<size_t>(n * G));
   cpu::merge_states(states.data(), n, o, weight.data());
   for (index_t g = 0; g < G; ++g) {
     index_t key0 = 0;
