@@ -81,11 +81,12 @@ HWY_INLINE hn::Vec<D> LoadF32(D d, const bf16* p) {
   return hn::BitCast(d, hn::ShiftLeft<16>(bits));
 }
 
-// v, kept in a register: GCC folds a vector that is loaded once and used by several FMAs
-// into a memory operand of each of them (a value vector of P V loaded 4 times for the 4
-// rows of a block: 12 loads per 8 FMAs, past the 2 vector loads per cycle of Zen 3). An
-// empty asm that claims to change v makes the one load stay one. No instruction is
-// emitted and no result changes (same operations, same order).
+// v, kept in a register: GCC may fold a vector that is loaded once and used by several
+// FMAs into a memory operand of each of them. Under the library's generic tuning it did so
+// in ScoreRowsBlock's AVX2 code (10 loads per 8 FMAs, past Zen 3's 2 vector loads per
+// cycle); under -march=znver3 also in ValueBlock (12 per 8). An empty asm that claims to
+// change v makes the one load stay one; the asm emits no instruction and no result
+// changes (same operations, same order).
 template <class V>
 HWY_INLINE V InRegister(V v) {
 #if HWY_ARCH_X86 && HWY_TARGET != HWY_SCALAR && HWY_TARGET != HWY_EMU128 && (defined(__GNUC__) || defined(__clang__))
